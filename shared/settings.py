@@ -118,6 +118,16 @@ class Settings(BaseModel):
     )
     email_encryption_key: SecretStr | None = Field(None, alias="EMAIL_ENCRYPTION_KEY")
     email_legacy_encryption_key: SecretStr | None = Field(None, alias="EMAIL_LEGACY_ENCRYPTION_KEY")
+    email_backfill_days: int = Field(7, ge=0, le=3650, alias="EMAIL_BACKFILL_DAYS")
+    email_fetch_chunk: int = Field(50, ge=1, le=1000, alias="EMAIL_FETCH_CHUNK")
+    email_max_message_bytes: int = Field(25 * 1024 * 1024, ge=1024, alias="EMAIL_MAX_MESSAGE_BYTES")
+    email_max_tries_per_message: int = Field(3, ge=1, le=20, alias="EMAIL_MAX_TRIES_PER_MESSAGE")
+    email_resync_max_messages: int = Field(1000, ge=1, alias="EMAIL_RESYNC_MAX_MESSAGES")
+    email_lease_ttl_s: int = Field(300, ge=10, le=86_400, alias="EMAIL_LEASE_TTL_S")
+    email_attachments_container: str = Field("email-attachments", alias="EMAIL_ATTACHMENTS_CONTAINER")
+    email_events_channel: str = Field("banxway:messages:created", alias="EMAIL_EVENTS_CHANNEL")
+    imap_ca_file: str | None = Field(None, alias="IMAP_CA_FILE")
+    imap_timeout_s: float = Field(30.0, gt=0, le=300, alias="IMAP_TIMEOUT_S")
 
     # --- Exotel (WhatsApp sends, recording downloads).
     exotel_sid: str | None = Field(None, alias="EXOTEL_SID")
@@ -125,10 +135,32 @@ class Settings(BaseModel):
     exotel_token: SecretStr | None = Field(None, alias="EXOTEL_TOKEN")
     exotel_api_url: HttpUrl = Field("https://api.exotel.com", alias="EXOTEL_API_URL")
     exotel_whatsapp_number: str | None = Field(None, alias="EXOTEL_WHATSAPP_NUMBER")
+    exotel_status_callback_url: HttpUrl | None = Field(None, alias="EXOTEL_STATUS_CALLBACK_URL")
+    exotel_callback_secret: SecretStr | None = Field(None, alias="EXOTEL_CALLBACK_SECRET")
+    exotel_connect_timeout_s: float = Field(5.0, gt=0, le=60, alias="EXOTEL_CONNECT_TIMEOUT_S")
+    exotel_read_timeout_s: float = Field(15.0, gt=0, le=300, alias="EXOTEL_READ_TIMEOUT_S")
+    whatsapp_rate_per_s: float = Field(10.0, gt=0, le=1000, alias="WHATSAPP_RATE_PER_S")
+    whatsapp_priority_reserve: float = Field(0.2, ge=0, lt=1, alias="WHATSAPP_PRIORITY_RESERVE")
+    whatsapp_priority_threshold: int = Field(3, ge=1, le=10, alias="WHATSAPP_PRIORITY_THRESHOLD")
+    whatsapp_max_wait_s: float = Field(2.0, ge=0, le=30, alias="WHATSAPP_MAX_WAIT_S")
+    whatsapp_claim_stale_s: int = Field(300, ge=30, alias="WHATSAPP_CLAIM_STALE_S")
+    circuit_failure_threshold: int = Field(5, ge=1, le=1000, alias="CIRCUIT_FAILURE_THRESHOLD")
+    circuit_cooldown_s: float = Field(30.0, gt=0, le=3600, alias="CIRCUIT_COOLDOWN_S")
 
     # --- OpenAI (or Azure OpenAI / an OpenAI-compatible server through the base URL).
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
     openai_base_url: HttpUrl | None = Field(None, alias="OPENAI_BASE_URL")
+    openai_api_version: str | None = Field(None, alias="OPENAI_API_VERSION")
+    openai_timeout_s: float = Field(600.0, gt=0, le=3600, alias="OPENAI_TIMEOUT_S")
+    transcription_model: str = Field("whisper-1", alias="TRANSCRIPTION_MODEL")
+    transcription_language: str | None = Field(None, pattern=r"^[a-z]{2,3}$", alias="TRANSCRIPTION_LANGUAGE")
+    transcription_response_format: str = Field("verbose_json", alias="TRANSCRIPTION_RESPONSE_FORMAT")
+    transcription_max_in_flight: int = Field(9, ge=1, le=1000, alias="TRANSCRIPTION_MAX_IN_FLIGHT")
+    recording_allowed_hosts: str = Field(
+        "recordings.exotel.com,s3-ap-southeast-1.amazonaws.com", alias="RECORDING_ALLOWED_HOSTS"
+    )
+    recording_max_bytes: int = Field(500 * 1024 * 1024, ge=1024, alias="RECORDING_MAX_BYTES")
+    recording_timeout_s: float = Field(60.0, gt=0, le=600, alias="RECORDING_TIMEOUT_S")
 
     # --- Telemetry (the platform worker configures Azure Monitor; see README "Observability").
     applicationinsights_connection_string: SecretStr | None = Field(
