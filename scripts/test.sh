@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The test command (README, CI): venv + dev requirements, local services, ruff, pytest.
+#
+#   scripts/test.sh                  the whole suite
+#   scripts/test.sh tests/x.py -k y  extra arguments go to pytest
+#   KEEP_SERVICES=1 scripts/test.sh  leave the services running afterwards (faster reruns)
+#
+# Services this run started are stopped on exit, unless another scripts/test.sh run sharing them is
+# still going (the last run out stops them). Services that were already running are left alone.
+# pytest's "no tests collected" (exit code 5) counts as a failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+SERVICES=scripts/services.sh
+SVC_DIR="${SVC_DIR:-/tmp/banxway-services}"
+export SVC_DIR
+LEASES="$SVC_DIR/leases"
+AUTO_MARK="$SVC_DIR/started-by-test-sh"
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# --- Python environment --------------------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+    say "creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+# Reinstall only when the requirement files changed since the last successful install.
+req_hash="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat .venv/.requirements-installed 2>/dev/null || true)" != "$req_hash" ]]; then
+    say "installing requirements-dev.txt"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+    printf '%s\n' "$req_hash" >.venv/.requirements-installed
+fi
+
+# --- services ------------------------------------------------------------------------------------
+started_here=0
+if ! bash "$SERVICES" status >/dev/null 2>&1; then
+    started_here=1
+fi
+
+stop_services() {
+    local rc=$?
+    rm -f "$LEASES/$$"
+    if [[ "${KEEP_SERVICES:-0}" == 1 ]]; then
+        say "KEEP_SERVICES=1: services left running (stop them with: $SERVICES down)"
+        return "$rc"
+    fi
+    local lease others=0
+    for lease in "$LEASES"/*; do
+        [[ -e "$lease" ]] || continue
+        if kill -0 "${lease##*/}" 2>/dev/null; then others=1; else rm -f "$lease"; fi
+    done
+    if ((others)); then
+        say "another scripts/test.sh run still uses the services; leaving them running"
+    elif ((started_here)) || [[ -e "$AUTO_MARK" ]]; then
+        bash "$SERVICES" down || say "WARNING: $SERVICES down failed"
+    else
+        say "services were already running before this run; leaving them running"
+    fi
+    return "$rc"
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash "$SERVICES" up
+mkdir -p "$LEASES"
+: >"$LEASES/$$"
+if ((started_here)); then : >"$AUTO_MARK"; fi
+# shellcheck disable=SC1090
+. "$(bash "$SERVICES" env)"
+
+# --- checks --------------------------------------------------------------------------------------
+failed=0
+say "ruff check ."
+.venv/bin/ruff check . || failed=1
+
+say "pytest $*"
+set +e
+.venv/bin/python -m pytest "$@"
+pytest_rc=$?
+set -e
+if ((pytest_rc == 5)); then
+    say "FAILED: pytest collected no tests (exit code 5)"
+    failed=1
+elif ((pytest_rc != 0)); then
+    failed=1
+fi
+
+if ((failed)); then
+    say "FAILED (ruff and/or pytest, see above)"
+    exit 1
+fi
+say "all checks passed"

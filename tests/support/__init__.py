@@ -1,0 +1,1 @@
+"""Test support: pytest plugins and stand-ins shared by the test suite."""
