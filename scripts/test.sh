@@ -75,6 +75,13 @@ if ((started_here)); then : >"$AUTO_MARK"; fi
 failed=0
 say "ruff check ."
 .venv/bin/ruff check . || failed=1
+say "mypy (strict on shared/ and functions/)"
+.venv/bin/mypy || failed=1
+if (($# == 0)); then
+    # Infrastructure policy scan, offline, in its own venv (checkov pins an older pycep-parser).
+    say "checkov on infra/"
+    bash scripts/checkov.sh || failed=1
+fi
 
 say "pytest $*"
 set +e
