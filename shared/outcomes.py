@@ -33,12 +33,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_MAX_FAILED_REASON_CHARS = 500
 
 
 class Outcome(enum.StrEnum):
     COMPLETED = "completed"
     RETRIED = "retried"
     DEAD_LETTERED = "dead_lettered"
+    #: The handler raised an unexpected exception; it propagates and the host retries (observers only).
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,11 @@ class JobResult:
 
 
 class JobObserver(Protocol):
-    """Told about every finished message (metrics, telemetry). Must not raise."""
+    """Told about every finished message (metrics, telemetry). Must not raise.
+
+    An observer may also define ``before_job(queue, job)``: called once the message parsed, right before
+    the handler runs, in the handler's thread and context (e.g. to start a span).
+    """
 
     def after_job(self, result: JobResult) -> None: ...
 
@@ -109,6 +116,7 @@ def run_job(
     job: Envelope[Any] | None = None
     try:
         job = parse_job(kind, body, message_id=message_id)
+        _notify_before(observers, queue, job)
         handler(job)
     except RetryLater as exc:
         assert job is not None  # parse_job raises Reject, never RetryLater
@@ -127,6 +135,13 @@ def run_job(
         result = JobResult(
             Outcome.DEAD_LETTERED, queue, kind, job, clock() - started, reason=exc.reason, error_code=exc.code
         )
+    except Exception as exc:
+        failed = JobResult(
+            Outcome.FAILED, queue, kind, job, clock() - started,
+            reason=f"{type(exc).__name__}: {exc}"[:_MAX_FAILED_REASON_CHARS], error_code=type(exc).__name__,
+        )
+        _notify(observers, failed)
+        raise
     else:
         result = JobResult(Outcome.COMPLETED, queue, kind, job, clock() - started)
         log.info("job completed: queue=%s job_id=%s attempt=%s", queue, job.id, job.attempt)
@@ -161,6 +176,17 @@ def _retry_or_give_up(
     return JobResult(
         Outcome.RETRIED, queue, kind, job, elapsed_s, reason=exc.reason, error_code=exc.code, delay_s=delay_s
     )
+
+
+def _notify_before(observers: Sequence[JobObserver], queue: str, job: Envelope[Any]) -> None:
+    for observer in observers:
+        before = getattr(observer, "before_job", None)
+        if before is None:
+            continue
+        try:
+            before(queue, job)
+        except Exception:  # an observer must never change a job's outcome
+            log.exception("job observer %r failed", observer)
 
 
 def _notify(observers: Sequence[JobObserver], result: JobResult) -> None:
