@@ -1,0 +1,1 @@
+"""The transcription worker: safe recording download, audio preparation, OpenAI transcription, the handler."""
