@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueServiceClient
     from redis import Redis
 
+    from shared.metrics import Metrics
+    from shared.store import Store
+    from shared.transcription.handler import TranscriptionServices
+    from shared.whatsapp.handler import WhatsAppServices
+
 __all__ = ["Deps", "QueueMessageLike", "get_deps", "host_queue_settings", "reset_deps"]
 
 _HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
@@ -64,6 +69,16 @@ class Deps:
         self._lock = threading.RLock()
         self._built: dict[str, Any] = {}
         self.observers: list[JobObserver] = []
+        self._register_default_observers()
+
+    def _register_default_observers(self) -> None:
+        # Job counts and durations for /api/metrics (Redis resolved on first job; never raises), and a span
+        # plus a job-end log record per job for Application Insights.
+        from shared.metrics import MetricsObserver
+        from shared.telemetry import TelemetryObserver
+
+        self.observers.append(MetricsObserver(lambda: self.metrics))
+        self.observers.append(TelemetryObserver())
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         # Sync functions run in the worker's thread pool: build each client exactly once.
@@ -90,6 +105,52 @@ class Deps:
             )
 
         return self._once("redis", build)
+
+    @property
+    def store(self) -> Store:
+        """The database (direct Postgres or Supabase, chosen by the settings). Connects on first use."""
+
+        def build() -> Store:
+            from shared.store import build_store
+
+            return build_store(self.settings)
+
+        return self._once("store", build)
+
+    @property
+    def whatsapp(self) -> WhatsAppServices:
+        """The WhatsApp worker's Exotel client, shared rate limiter and circuit, store and metrics."""
+
+        def build() -> WhatsAppServices:
+            from shared.whatsapp.wiring import build_whatsapp_services
+
+            return build_whatsapp_services(self.settings, store=self.store, redis=self.redis, metrics=self.metrics)
+
+        return self._once("whatsapp", build)
+
+    @property
+    def transcription(self) -> TranscriptionServices:
+        """The transcription worker's OpenAI transcriber, global semaphore, download policy, store and metrics."""
+
+        def build() -> TranscriptionServices:
+            from shared.transcription.wiring import build_transcription_services
+
+            return build_transcription_services(self.settings, store=self.store, redis=self.redis,
+                                                metrics=self.metrics)
+
+        return self._once("transcription", build)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The Redis-aggregated metrics registry (``shared.metrics``)."""
+
+        def build() -> Metrics:
+            from shared.metrics import Metrics
+            from shared.telemetry import OtelMirror
+
+            return Metrics(self.redis, mirror=OtelMirror())
+
+        return self._once("metrics", build)
 
     @property
     def queue_service(self) -> QueueServiceClient:
@@ -170,8 +231,12 @@ class Deps:
 
 @functools.cache
 def get_deps() -> Deps:
-    """The process-wide dependencies, built on first use."""
-    return Deps(get_settings())
+    """The process-wide dependencies, built on first use; configures telemetry once per process."""
+    from shared.telemetry import setup_process_telemetry
+
+    deps = Deps(get_settings())
+    setup_process_telemetry(deps)
+    return deps
 
 
 def reset_deps() -> None:

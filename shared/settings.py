@@ -161,6 +161,9 @@ class Settings(BaseModel):
     )
     recording_max_bytes: int = Field(500 * 1024 * 1024, ge=1024, alias="RECORDING_MAX_BYTES")
     recording_timeout_s: float = Field(60.0, gt=0, le=600, alias="RECORDING_TIMEOUT_S")
+    # Hosts (``host`` or ``host:port``) that may be fetched over plain http and resolve to loopback: local
+    # stand-ins only. Empty in production, where recordings are https from public addresses only.
+    recording_allow_http_hosts: str = Field("", alias="RECORDING_ALLOW_HTTP_HOSTS")
 
     # --- Telemetry (the platform worker configures Azure Monitor; see README "Observability").
     applicationinsights_connection_string: SecretStr | None = Field(

@@ -18,6 +18,41 @@ EXPECTED_BINDINGS = {
          "route": "health"},
         {"direction": "OUT", "type": "http", "name": "$return"},
     ],
+    "health_ready": [
+        {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"], "authLevel": "FUNCTION",
+         "route": "health/ready"},
+        {"direction": "OUT", "type": "http", "name": "$return"},
+    ],
+    "metrics": [
+        {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"], "authLevel": "FUNCTION",
+         "route": "metrics"},
+        {"direction": "OUT", "type": "http", "name": "$return"},
+    ],
+    "whatsapp_send": [
+        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%WHATSAPP_QUEUE_NAME%",
+         "connection": "AzureWebJobsStorage"},
+    ],
+    "transcribe_recording": [
+        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%TRANSCRIPTION_QUEUE_NAME%",
+         "connection": "AzureWebJobsStorage"},
+    ],
+    "whatsapp_send_priority": [
+        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%WHATSAPP_PRIORITY_QUEUE_NAME%",
+         "connection": "AzureWebJobsStorage"},
+    ],
+    "whatsapp_status_callback": [
+        {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["POST"], "authLevel": "ANONYMOUS",
+         "route": "whatsapp/status/{secret}"},
+        {"direction": "OUT", "type": "http", "name": "$return"},
+    ],
+    "email_schedule_polls": [
+        {"direction": "IN", "type": "timerTrigger", "name": "timer", "schedule": "%EMAIL_POLL_SCHEDULE%",
+         "runOnStartup": False, "useMonitor": False},
+    ],
+    "email_poll_inbox": [
+        {"direction": "IN", "type": "queueTrigger", "name": "msg", "queueName": "%EMAIL_QUEUE_NAME%",
+         "connection": "AzureWebJobsStorage"},
+    ],
 }
 
 

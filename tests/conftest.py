@@ -1,0 +1,9 @@
+"""Test-wide plugins: real local services, fresh databases, the local Functions host, stand-ins."""
+
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.database",
+    "tests.support.host",
+    "tests.support.transcription",
+    "tests.support.ops",
+]
