@@ -200,7 +200,10 @@ class Deps:
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
         return RetryPolicy(
-            max_attempts=s.job_max_attempts, base_delay_s=s.retry_base_delay_s, max_delay_s=s.retry_max_delay_s
+            max_attempts=s.job_max_attempts,
+            base_delay_s=s.retry_base_delay_s,
+            max_delay_s=s.retry_max_delay_s,
+            max_age_s=s.job_max_age_s,
         )
 
     def run_message(

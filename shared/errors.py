@@ -37,15 +37,27 @@ class RetryLater(WorkerError):
 
     ``retry_after_s`` is the earliest sensible retry time the far side asked for (a Retry-After header, the
     remaining open time of a circuit, a rate limiter's wait); the backoff never waits less than it.
+
+    ``counts_attempt=False`` marks a *deferral* — the job was never tried (rate-limit denial, global pause,
+    open circuit, a full semaphore) — so the copy keeps its attempt number; deferrals are bounded by the
+    job's age (``JOB_MAX_AGE_S``) instead.
     """
 
     code = "retry_later"
 
-    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        code: str | None = None,
+        counts_attempt: bool = True,
+    ) -> None:
         super().__init__(message, code=code)
         if retry_after_s is not None and retry_after_s < 0:
             retry_after_s = 0.0
         self.retry_after_s = retry_after_s
+        self.counts_attempt = counts_attempt
 
 
 class Reject(WorkerError):

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.errors import Reject, RetryLater
@@ -51,6 +52,8 @@ class RetryPolicy:
     max_attempts: int = 6
     base_delay_s: float = 2.0
     max_delay_s: float = 600.0
+    #: Deferrals (``RetryLater(counts_attempt=False)``) stop once the job is this old.
+    max_age_s: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -160,15 +163,21 @@ def _retry_or_give_up(
     policy: RetryPolicy,
     elapsed_s: float,
 ) -> JobResult:
-    if job.attempt >= policy.max_attempts:
-        reason = f"retries exhausted after {job.attempt} attempts: {exc.reason}"
+    age_s = (datetime.now(UTC) - job.created_at).total_seconds()
+    give_up = None
+    if exc.counts_attempt and job.attempt >= policy.max_attempts:
+        give_up = f"retries exhausted after {job.attempt} attempts: {exc.reason}"
+    elif not exc.counts_attempt and age_s >= policy.max_age_s:
+        give_up = f"deferred for {age_s:.0f} s, longer than the {policy.max_age_s:.0f} s limit: {exc.reason}"
+    if give_up is not None:
+        reason = give_up
         queues.dead_letter(
             queue, text, reason=reason, error_class=type(exc).__name__, attempts=job.attempt, job_id=job.id
         )
         log.warning("job dead-lettered: queue=%s job_id=%s reason=%s", queue, job.id, reason)
         return JobResult(Outcome.DEAD_LETTERED, queue, kind, job, elapsed_s, reason=reason, error_code=exc.code)
     delay_s = full_jitter_delay_s(job.attempt, policy, retry_after_s=exc.retry_after_s)
-    queues.retry_later(queue, job, delay_s=delay_s)
+    queues.retry_later(queue, job, delay_s=delay_s, count_attempt=exc.counts_attempt)
     log.info(
         "job retried later: queue=%s job_id=%s attempt=%s delay_s=%.1f reason=%s",
         queue, job.id, job.attempt, delay_s, exc.reason,

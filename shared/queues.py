@@ -162,9 +162,12 @@ class QueueOps:
         self.send(queue, envelope.to_json(), delay_s=delay_s)
         return envelope
 
-    def retry_later(self, queue: str, envelope: Envelope[Any], *, delay_s: float) -> Envelope[Any]:
-        """Put a copy of the job back with ``attempt + 1``, visible after ``delay_s``."""
-        retry = envelope.next_attempt()
+    def retry_later(
+        self, queue: str, envelope: Envelope[Any], *, delay_s: float, count_attempt: bool = True
+    ) -> Envelope[Any]:
+        """Put a copy of the job back, visible after ``delay_s``: with ``attempt + 1``, or the same attempt for a
+        deferral (``count_attempt=False``: the job was never tried)."""
+        retry = envelope.next_attempt() if count_attempt else envelope
         self.send(queue, retry.to_json(), delay_s=delay_s)
         return retry
 

@@ -87,6 +87,7 @@ class Settings(BaseModel):
     job_max_attempts: int = Field(6, ge=1, le=50, alias="JOB_MAX_ATTEMPTS")
     retry_base_delay_s: float = Field(2.0, gt=0, le=3600, alias="RETRY_BASE_DELAY_S")
     retry_max_delay_s: float = Field(600.0, gt=0, le=7 * 24 * 3600, alias="RETRY_MAX_DELAY_S")
+    job_max_age_s: float = Field(24 * 3600.0, gt=0, le=7 * 24 * 3600, alias="JOB_MAX_AGE_S")
 
     # --- Coordination.
     redis_url: Annotated[SecretStr | None, _url_with_scheme("redis", "rediss", "unix")] = Field(

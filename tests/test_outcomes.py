@@ -1,6 +1,7 @@
 """The job boundary: each handler outcome ends in exactly one place, with nothing lost."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -185,3 +186,38 @@ def test_full_jitter_delay_stays_within_the_exponential_ceiling(attempt):
 def test_retry_after_is_a_floor_for_the_delay():
     policy = RetryPolicy(base_delay_s=1.0, max_delay_s=4.0)
     assert full_jitter_delay_s(1, policy, retry_after_s=42.0, rng=lambda: 0.5) == 42.0
+
+
+def test_a_deferral_keeps_the_attempt_number(ops, unique_queue_name):
+    queue = unique_queue_name()
+    body = json.dumps({"v": 1, "id": "job-3", "type": "whatsapp", "attempt": 3,
+                       "created_at": datetime.now(UTC).isoformat(), "payload": SEND})
+
+    def rate_limited(job):
+        raise RetryLater("rate limit: no slot within 2 s", retry_after_s=0, counts_attempt=False)
+
+    # Attempt 3 of 3: a counted retry would dead-letter; a deferral never tried the job, so it goes back.
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.001)
+    result = run_job(kind="whatsapp", queue=queue, body=body, message_id="qm-1", handler=rate_limited,
+                     queues=ops, policy=policy)
+    assert result.outcome is Outcome.RETRIED
+    (copy,) = _drain(ops, queue)
+    assert json.loads(copy)["attempt"] == 3
+
+
+def test_deferrals_end_in_the_dead_letter_once_the_job_is_too_old(ops, unique_queue_name):
+    queue = unique_queue_name()
+    created = datetime.now(UTC) - timedelta(hours=25)
+    body = json.dumps({"v": 1, "id": "job-4", "type": "whatsapp", "attempt": 1,
+                       "created_at": created.isoformat(), "payload": SEND})
+
+    def circuit_open(job):
+        raise RetryLater("exotel circuit open", retry_after_s=30, counts_attempt=False)
+
+    result = run_job(kind="whatsapp", queue=queue, body=body, message_id="qm-1", handler=circuit_open,
+                     queues=ops, policy=RetryPolicy(max_age_s=24 * 3600))
+    assert result.outcome is Outcome.DEAD_LETTERED
+    (poisoned,) = _drain(ops, poison_queue_name(queue))
+    letter = DeadLetter.parse(poisoned)
+    assert letter.reason.startswith("deferred for ")
+    assert letter.reason.endswith("exotel circuit open")
