@@ -29,7 +29,9 @@ fi
 req_hash="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat .venv/.requirements-installed 2>/dev/null || true)" != "$req_hash" ]]; then
     say "installing requirements-dev.txt"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+    # This machine's pip config names local wheel folders that may not exist; their warnings are noise.
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt \
+        2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
     printf '%s\n' "$req_hash" >.venv/.requirements-installed
 fi
 
