@@ -5,9 +5,13 @@
 Phase 1 (accuracy): 4 worker processes x 10 threads send ``--messages`` bulk messages through the shared
 slot limiter (``shared.coordination.ratelimit``) and the real Exotel client; the stand-in records each
 request's arrival. Reports the max requests in any sliding 1 s window, the windows over the limit and the
-mean rate. Phase 2 (latency): 5,000 bulk messages queued, high-lane messages enqueued about twice a second;
-reports enqueue → arrival at the stand-in, p50/p95. ``--bullmq`` also runs bench/bullmq/limiter.mjs on the
-same stand-in and Redis (needs ``npm ci`` in bench/bullmq).
+mean rate (over the whole run, and "steady": without the first and last 40 requests, i.e. the start and the
+drain, when there are fewer jobs than senders). Phase 2 (latency): 5,000 bulk messages queued, high-lane
+messages enqueued at random (exponential gaps, mean 0.5 s; a fixed 0.5 s period would phase-lock with the
+reserve's slots, one every 0.5 s at rate 10 and reserve 0.2); reports enqueue → arrival at the stand-in,
+p50/p95, split into queue wait (enqueue → popped; the bench polls an empty list every 50 ms), limiter wait
+(popped → slot) and send (slot → arrival). ``--bullmq`` also runs bench/bullmq/limiter.mjs on the same
+stand-in and Redis (needs ``npm ci`` in bench/bullmq).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import statistics
 import subprocess
 import threading
@@ -46,6 +51,7 @@ def _worker(url: str, standin_url: str, rate: float, threads: int, stop_at: floa
                 time.sleep(0.05)
                 continue
             job = json.loads(raw)
+            popped = time.monotonic()
             while time.monotonic() < stop_at:
                 try:
                     limiter.acquire(lane)
@@ -54,13 +60,15 @@ def _worker(url: str, standin_url: str, rate: float, threads: int, stop_at: floa
                     time.sleep(exc.retry_after_s or 0.1)
             else:
                 return
+            woke = time.monotonic()
             try:
                 exotel.send_one(OutboundMessage(job["to"], text_content("bench"), job["id"]))
             except ExotelRateLimited as exc:  # as the handler does: pause every sender, put the job back
                 limiter.pause(exc.retry_after_s or 1.0)
                 client.lpush(queue, raw)
                 continue
-            client.rpush(SENT, json.dumps({"id": job["id"], "lane": lane.value, "enqueued": job["t"]}))
+            client.rpush(SENT, json.dumps({"id": job["id"], "lane": lane.value, "enqueued": job["t"],
+                                           "popped": popped, "woke": woke}))
 
     workers = [threading.Thread(target=run, args=(BULK, Lane.BULK)) for _ in range(threads)]
     workers += [threading.Thread(target=run, args=(HIGH, Lane.HIGH)) for _ in range(2)]
@@ -71,6 +79,7 @@ def _worker(url: str, standin_url: str, rate: float, threads: int, stop_at: floa
 
 
 def _enqueue(client: redis.Redis, queue: str, count: int) -> None:
+    # enqueue times are monotonic: spawned workers on Linux share CLOCK_MONOTONIC with this process
     now = time.monotonic()
     pipe = client.pipeline(transaction=False)
     for _ in range(count):
@@ -81,17 +90,21 @@ def _enqueue(client: redis.Redis, queue: str, count: int) -> None:
 def _accuracy(times: list[float], limit: float) -> dict[str, float]:
     counts = list(sliding_window_counts(times))
     span = max(times) - min(times)
+    ordered = sorted(times)
+    steady = ordered[40:-40] if len(ordered) > 200 else ordered
+    steady_span = steady[-1] - steady[0]
     return {
         "requests": len(times),
         "max_in_any_1s_window": max(counts),
         "windows_over_limit": sum(1 for c in counts if c > limit),
         "mean_rate_per_s": round((len(times) - 1) / span, 3) if span else 0.0,
         "mean_pct_of_limit": round(100 * (len(times) - 1) / span / limit, 2) if span else 0.0,
+        "steady_mean_pct_of_limit": round(100 * (len(steady) - 1) / steady_span / limit, 2) if steady_span else 0.0,
     }
 
 
 def _run_phase(url: str, standin: ExotelStandin, rate: float, *, bulk: int, high_every_s: float | None,
-               duration_s: float, name: str) -> list[float]:
+               duration_s: float, name: str) -> dict[str, list[float]]:
     client = redis.Redis.from_url(url)
     client.delete(BULK, HIGH, SENT)
     _enqueue(client, BULK, bulk)
@@ -100,12 +113,13 @@ def _run_phase(url: str, standin: ExotelStandin, rate: float, *, bulk: int, high
     procs = [ctx.Process(target=_worker, args=(url, standin.url, rate, 10, stop_at, name)) for _ in range(4)]
     for proc in procs:
         proc.start()
-    latencies: list[float] = []
+    parts: dict[str, list[float]] = {"total": [], "queue": [], "limiter": [], "send": []}
     if high_every_s:
+        rng = random.Random(5)  # arrival times for a bench, not secrets
         time.sleep(3)  # let the bulk backlog fill the schedule first
         while time.monotonic() < stop_at - 5:
             _enqueue(client, HIGH, 1)
-            time.sleep(high_every_s)
+            time.sleep(rng.expovariate(1 / high_every_s))
     while time.monotonic() < stop_at and (client.llen(BULK) or client.llen(HIGH)):
         time.sleep(0.2)
     for proc in procs:
@@ -115,9 +129,13 @@ def _run_phase(url: str, standin: ExotelStandin, rate: float, *, bulk: int, high
         for raw in client.lrange(SENT, 0, -1):
             sent = json.loads(raw)
             if sent["lane"] == "high":
-                latencies.append(arrivals[sent["id"]] - sent["enqueued"])
+                arrived = arrivals[sent["id"]]
+                parts["total"].append(arrived - sent["enqueued"])
+                parts["queue"].append(sent["popped"] - sent["enqueued"])
+                parts["limiter"].append(sent["woke"] - sent["popped"])
+                parts["send"].append(arrived - sent["woke"])
     client.delete(BULK, HIGH, SENT)
-    return latencies
+    return parts
 
 
 def _machine() -> dict[str, str]:
@@ -137,6 +155,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=600)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--latency-s", type=float, default=40.0)
+    parser.add_argument("--high-every-s", type=float, default=1.0,
+                        help="mean gap between high-lane messages (the reserve holds 1 / (reserve x rate) = 0.5 s)")
+    parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--bullmq", action="store_true")
     parser.add_argument("--only-bullmq", action="store_true")
     args = parser.parse_args()
@@ -151,21 +172,28 @@ def main() -> None:
 
 
 def _ours(url: str, args: argparse.Namespace, report: dict[str, object]) -> None:
-    with ExotelStandin(rate_limit=RateLimit(int(args.rate), 1.0)) as standin:
-        duration = args.messages / args.rate * 1.3 + 10
-        _run_phase(url, standin, args.rate, bulk=args.messages, high_every_s=None, duration_s=duration,
-                   name=uuid.uuid4().hex[:6])
-        times = [r.arrived_monotonic_s for r in standin.sends()]
-        report["ours"] = {**_accuracy(times, args.rate),
-                          "standin_429s": sum(1 for r in standin.sends() if r.status == 429)}
+    if not args.skip_accuracy:
+        with ExotelStandin(rate_limit=RateLimit(int(args.rate), 1.0)) as standin:
+            duration = args.messages / args.rate * 1.3 + 10
+            _run_phase(url, standin, args.rate, bulk=args.messages, high_every_s=None, duration_s=duration,
+                       name=uuid.uuid4().hex[:6])
+            times = [r.arrived_monotonic_s for r in standin.sends()]
+            report["ours"] = {**_accuracy(times, args.rate),
+                              "standin_429s": sum(1 for r in standin.sends() if r.status == 429)}
 
     with ExotelStandin(rate_limit=RateLimit(int(args.rate), 1.0)) as standin:
-        latencies = _run_phase(url, standin, args.rate, bulk=5000, high_every_s=0.5, duration_s=args.latency_s,
-                               name=uuid.uuid4().hex[:6])
-        if latencies:
-            q = statistics.quantiles(latencies, n=20)
-            report["high_lane_latency_s"] = {"count": len(latencies), "p50": round(statistics.median(latencies), 3),
-                                             "p95": round(q[18], 3), "max": round(max(latencies), 3)}
+        parts = _run_phase(url, standin, args.rate, bulk=5000, high_every_s=args.high_every_s,
+                           duration_s=args.latency_s, name=uuid.uuid4().hex[:6])
+        if parts["total"]:
+            report["high_lane_latency_s"] = {"count": len(parts["total"])} | {
+                name: {"p50": round(statistics.median(values), 3),
+                       "p95": round(statistics.quantiles(values, n=20)[18], 3), "max": round(max(values), 3)}
+                for name, values in parts.items()
+            }
+        times = [r.arrived_monotonic_s for r in standin.sends()]
+        report["latency_phase"] = {**_accuracy(times, args.rate),
+                                   "standin_429s": sum(1 for r in standin.sends() if r.status == 429),
+                                   "high_every_s": args.high_every_s}
 
 
 

@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import math
+import signal
 import threading
 import time
 import urllib.request
@@ -220,8 +221,8 @@ class ExotelStandin:
             return int(exc.code)
 
     # --- request handling (called from handler threads)
-    def _admit(self) -> tuple[int | None, float]:
-        now = time.monotonic()
+    def _admit(self, now: float) -> tuple[int | None, float]:
+        # ``now`` is the request's recorded arrival, so the 429s agree with the arrival times it reports.
         with self._lock:
             if self._limiter is not None:
                 wait_s = self._limiter.admit(now)
@@ -317,7 +318,7 @@ def _handler_class(standin: ExotelStandin) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             authorized = self._authorized()
-            status, payload, headers, sids = self._answer(body, authorized)
+            status, payload, headers, sids = self._answer(body, authorized, arrived_mono)
             standin._record(
                 RecordedRequest(arrived_mono, arrived_wall, "POST", self.path, authorized, body, status, sids)
             )
@@ -337,13 +338,13 @@ def _handler_class(standin: ExotelStandin) -> type[BaseHTTPRequestHandler]:
             return hmac.compare_digest(user, standin.api_key) & hmac.compare_digest(password, standin.api_token)
 
         def _answer(
-            self, body: Any, authorized: bool
+            self, body: Any, authorized: bool, arrived_mono: float
         ) -> tuple[int, dict[str, Any], dict[str, str], tuple[str, ...]]:
             if self.path.split("?")[0] != f"/v2/accounts/{standin.account_sid}/messages":
                 return 404, _request_error(404, 1004, "Not found", "no such resource"), {}, ()
             if not authorized:
                 return 401, _request_error(401, 1010, "Authorization failed", "invalid API key or token"), {}, ()
-            status, wait_s = standin._admit()
+            status, wait_s = standin._admit(arrived_mono)
             if status == 429:
                 retry_after = standin.rate_limit.retry_after_s if standin.rate_limit else None
                 seconds = retry_after if retry_after is not None else max(1, math.ceil(wait_s))
@@ -423,8 +424,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-s", type=float, default=60.0)
     parser.add_argument("--mode", choices=("sliding", "token_bucket"), default="sliding")
     parser.add_argument("--dlr", action="append", default=[], help="auto DLR statuses, e.g. EX_MESSAGE_DELIVERED")
+    parser.add_argument("--verbose", action="store_true", help="log every request line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.verbose:
+        logger.setLevel(logging.DEBUG)
+    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
+    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     rule = RateLimit(args.rate, args.window_s, args.mode) if args.rate else None
     standin = ExotelStandin(
         account_sid=args.account_sid, api_key=args.api_key, api_token=args.api_token, rate_limit=rule,

@@ -39,9 +39,15 @@ class CircuitState(enum.StrEnum):
 
 
 class CircuitOpen(RetryLater):
-    """The circuit is open (or another caller is probing): retry after ``retry_after_s``."""
+    """The circuit is open (or another caller is probing): retry after ``retry_after_s``.
+
+    A deferral (``counts_attempt=False``): the call was never made, so the job keeps its attempt number.
+    """
 
     code = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, counts_attempt=False)
 
 
 class CircuitBreaker:

@@ -38,12 +38,15 @@ def _script(name: str) -> str:
 
 
 class SemaphoreFull(RetryLater):
-    """Every slot is leased; retry after ``retry_after_s`` (when the earliest lease would expire)."""
+    """Every slot is leased; retry after ``retry_after_s`` (when the earliest lease would expire).
+
+    A deferral (``counts_attempt=False``): the work never started, so the job keeps its attempt number.
+    """
 
     code = "semaphore_full"
 
     def __init__(self, message: str, *, name: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message, retry_after_s=retry_after_s)
+        super().__init__(message, retry_after_s=retry_after_s, counts_attempt=False)
         #: The semaphore's name, so a caller holding several can tell which one was full.
         self.name = name
 

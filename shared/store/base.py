@@ -97,6 +97,21 @@ def _dispatch(result: Mapping[str, Any]) -> SendClaim:
     )
 
 
+def _delivery_status(status: DeliveryStatus | str) -> DeliveryStatus:
+    try:
+        return DeliveryStatus(status)
+    except ValueError:
+        raise InvalidRecord(f"unknown delivery status {status!r}") from None
+
+
+def _delivery_update(result: Mapping[str, Any]) -> DeliveryUpdate:
+    return DeliveryUpdate(
+        outcome=result["outcome"],
+        message_id=str(result["message_id"]) if result.get("message_id") else None,
+        status=result.get("status"),
+    )
+
+
 class RpcStore(abc.ABC):
     """``Store`` on top of four backend primitives."""
 
@@ -348,19 +363,30 @@ class RpcStore(abc.ABC):
         self, provider_sid: str, status: DeliveryStatus, *, reason: str | None = None, at: datetime | None = None
     ) -> DeliveryUpdate:
         """See ``Store.apply_delivery_status``."""
-        try:
-            status = DeliveryStatus(status)
-        except ValueError:
-            raise InvalidRecord(f"unknown delivery status {status!r}") from None
+        status = _delivery_status(status)
         result = self._call("bx_apply_delivery_status", clean_json({
             "provider_sid": clean_text(provider_sid, COLUMN_LIMITS["external_id"]), "status": status.value,
             "reason": _error_text(reason), "at": _iso(at),
         }))
-        return DeliveryUpdate(
-            outcome=result["outcome"],
-            message_id=str(result["message_id"]) if result.get("message_id") else None,
-            status=result.get("status"),
-        )
+        return _delivery_update(result)
+
+    def apply_delivery_status_for_message(
+        self,
+        message_id: str,
+        status: DeliveryStatus,
+        *,
+        provider_sid: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> DeliveryUpdate:
+        """See ``Store.apply_delivery_status_for_message``."""
+        status = _delivery_status(status)
+        result = self._call("bx_apply_delivery_status_by_message", clean_json({
+            "message_id": _uuid(message_id, "message_id"), "status": status.value,
+            "provider_sid": clean_text(provider_sid, COLUMN_LIMITS["external_id"]) or None,
+            "reason": _error_text(reason), "at": _iso(at),
+        }))
+        return _delivery_update(result)
 
     # --- transcription
     def start_transcription(self, message_id: str, *, owner: str, lease_s: float) -> TranscriptionStart:

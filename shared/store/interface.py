@@ -137,6 +137,21 @@ class Store(Protocol):
         """Apply a delivery report by provider sid, monotonically (SENT < DELIVERED < READ; FAILED with the
         reason never overrides DELIVERED/READ)."""
 
+    def apply_delivery_status_for_message(
+        self,
+        message_id: str,
+        status: DeliveryStatus,
+        *,
+        provider_sid: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> DeliveryUpdate:
+        """Apply a delivery report by our message id (the provider echoes it in ``custom_data``), for a report
+        that arrives before the send's sid was recorded. Same order as ``apply_delivery_status``; also records
+        ``provider_sid`` as ``external_id`` when none is set yet, and remembers the report on the send's claim so
+        a later ``complete_send`` keeps a FAILED. ``not_found`` when there is no outbound WhatsApp message with
+        that id, or its recorded sid differs from ``provider_sid``."""
+
     # --- transcription
     def start_transcription(self, message_id: str, *, owner: str, lease_s: float) -> TranscriptionStart:
         """IN_PROGRESS with a lease in ``metadata.transcription.workerLease``; ``ALREADY_COMPLETED`` and

@@ -184,7 +184,7 @@ class DeliveryStatus(StrEnum):
 
 @dataclass(frozen=True)
 class DeliveryUpdate:
-    """``outcome``: "applied", "stale" (would move backwards; ignored) or "not_found" (unknown sid)."""
+    """``outcome``: "applied", "stale" (would move backwards; ignored) or "not_found" (unknown sid/message)."""
 
     outcome: str
     message_id: str | None

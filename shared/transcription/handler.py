@@ -8,6 +8,10 @@ Order of guards, cheapest first:
 3. the store's claim (``start_transcription``, owner = job id): COMPLETED → acknowledge without work; another
    job's live lease → ``RetryLater``; a missing row → ``Reject``.
 
+The three "busy" answers are deferrals (``RetryLater(counts_attempt=False)``): the job was never tried, so
+it keeps its attempt number and waiting in a backlog never exhausts its retries (``JOB_MAX_AGE_S`` bounds
+it instead); failures of the work itself (429/5xx/timeouts from the download or OpenAI) count attempts.
+
 Each delivery works in its own ``tempfile.mkdtemp`` directory, removed on exit whatever happens, so
 concurrent jobs never share or delete each other's files. A ``Reject`` (refused URL, corrupt audio, too
 large) marks the row FAILED with the reason; a ``RetryLater`` leaves it IN_PROGRESS for the next attempt,
@@ -91,7 +95,8 @@ def handle_transcription(job: Envelope[TranscriptionJob], services: Transcriptio
         if exc.name == mutex.name:
             services.metrics.inc("banxway_transcription_deferred_total", reason="duplicate_delivery")
             raise RetryLater(f"another delivery of message {payload.message_id} is running",
-                             retry_after_s=exc.retry_after_s, code="transcription_in_progress") from exc
+                             retry_after_s=exc.retry_after_s, code="transcription_in_progress",
+                             counts_attempt=False) from exc
         services.metrics.inc("banxway_transcription_deferred_total", reason="capacity")
         raise
 
@@ -109,7 +114,8 @@ def _claim_and_run(job: Envelope[TranscriptionJob], services: TranscriptionServi
         raise Reject(f"message {message_id} does not exist", code="message_missing")
     if start.outcome is TranscriptionOutcome.IN_PROGRESS:
         raise RetryLater(f"message {message_id} is being transcribed by another job",
-                         retry_after_s=_seconds_until(start.lease_expires_at), code="transcription_in_progress")
+                         retry_after_s=_seconds_until(start.lease_expires_at), code="transcription_in_progress",
+                         counts_attempt=False)
     try:
         transcript = _transcribe(job, services)
     except Reject as exc:

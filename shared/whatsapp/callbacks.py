@@ -5,7 +5,9 @@ Exotel POSTs ``{"whatsapp": {"messages": [{"callback_type": "dlr", "sid", "exo_d
 ``exo_detailed_status`` (the numeric codes differ between Exotel's doc versions):
 ``EX_MESSAGE_SENT`` → SENT, ``EX_MESSAGE_DELIVERED`` → DELIVERED, ``EX_MESSAGE_SEEN`` → READ, any other
 ``EX_*`` → FAILED with the status and description as the reason. The store applies them monotonically
-(SENT < DELIVERED < READ), so callbacks arriving out of order never move a status backwards.
+(SENT < DELIVERED < READ), so callbacks arriving out of order never move a status backwards. A callback
+whose sid is not recorded yet (Exotel can call back before ``complete_send`` committed) is applied by our
+message id, which Exotel echoes in ``custom_data``; ``complete_send`` then keeps what it recorded.
 
 The callback URL carries a secret path segment (``<EXOTEL_STATUS_CALLBACK_URL>/<EXOTEL_CALLBACK_SECRET>``),
 compared in constant time. Answers are quick: 401 for a wrong secret, 400 for a body we cannot read (recorded
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -81,6 +84,16 @@ def _timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _our_message_id(custom_data: Any) -> str | None:
+    """Our message id from ``custom_data`` (the handler sends the row's UUID); None for anything else."""
+    if not isinstance(custom_data, str):
+        return None
+    try:
+        return str(uuid.UUID(custom_data))
+    except ValueError:
+        return None
+
+
 def _items(body: bytes) -> list[dict[str, Any]]:
     try:
         data = json.loads(body)
@@ -135,6 +148,11 @@ def handle_status_callback(
                 reason = f"{detailed}: {item.get('description') or ''}".strip().rstrip(":")
             at = _timestamp(item.get("timestamp"))
             update = store.apply_delivery_status(item["sid"], status, reason=reason, at=at)
+            message_id = _our_message_id(item.get("custom_data"))
+            if update.outcome == "not_found" and message_id is not None:
+                # Exotel called back before complete_send recorded the sid: match by our id in custom_data.
+                update = store.apply_delivery_status_for_message(
+                    message_id, status, provider_sid=item["sid"], reason=reason, at=at)
             counts[update.outcome if update.outcome in counts else "ignored"] += 1
             if metrics is not None:
                 metrics.inc("banxway_whatsapp_callbacks_total", outcome=update.outcome, status=status.value)

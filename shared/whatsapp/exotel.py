@@ -54,9 +54,16 @@ _MAX_DESCRIPTION_CHARS = 500
 
 
 class ExotelRateLimited(RetryLater):
-    """Exotel answered 429: wait at least Retry-After. Exotel did not take the message."""
+    """Exotel answered 429: wait at least Retry-After. Exotel did not take the message.
+
+    A deferral (``counts_attempt=False``): a throttle says nothing about the message, and the handler pauses
+    every sender for Retry-After, so the job keeps its attempt number (bounded by its age instead).
+    """
 
     code = "exotel_rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, code: str | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, code=code, counts_attempt=False)
 
 
 class ExotelUnavailable(RetryLater):

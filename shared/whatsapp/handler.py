@@ -19,6 +19,12 @@ Flow for one job (``SEND_MESSAGE`` / ``SEND_TEMPLATE`` / ``SEND_MEDIA``; the pay
    401 / 402 / 403 (account problems, not the message's) → release and reject, so the dead letter can be
    replayed once the account is fixed.
 
+Deferrals and retries: a job that was never tried — no slot within the max wait, the global 429 pause (and
+the 429 itself: Exotel took nothing), an open circuit, a live claim elsewhere — is put back keeping its
+attempt number (``RetryLater(counts_attempt=False)``), so a long bulk backlog never dead-letters a message
+for waiting; ``JOB_MAX_AGE_S`` bounds it instead. Real failures (5xx, refused connection) count attempts
+and end in the dead letter after ``JOB_MAX_ATTEMPTS``.
+
 Lane mapping: a job from the priority queue, or with ``priority <= WHATSAPP_PRIORITY_THRESHOLD``
 (1 = highest … 10), uses the high lane; everything else the bulk lane. Producers pick the queue with
 ``queue_for_priority``.
@@ -69,6 +75,8 @@ log = logging.getLogger(__name__)
 #: Pause after a 429 that carried no Retry-After (Exotel documents ``Retry-After: 30``).
 DEFAULT_429_PAUSE_S = 30.0
 _ACCOUNT_PROBLEMS = (401, 402, 403)
+#: When another attempt holds a live claim: look again after this long (it has usually finished by then).
+IN_PROGRESS_RETRY_S = 5.0
 
 
 class MetricsSink(Protocol):
@@ -101,9 +109,12 @@ class SendNeedsReconciliation(Reject):
 
 
 class SendInProgress(RetryLater):
-    """Another attempt holds a live claim on this message."""
+    """Another attempt holds a live claim on this message: a deferral (this delivery tried nothing)."""
 
     code = "send_in_progress"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, counts_attempt=False)
 
 
 @dataclass
@@ -165,7 +176,9 @@ def handle_send(job: Envelope[Any], services: WhatsAppServices, *, lane: Lane) -
     if claim.outcome is SendOutcome.MISSING:
         raise MessageNotFound(f"no communication_messages row with id {message_id}")
     if claim.outcome is SendOutcome.IN_PROGRESS:
-        raise SendInProgress(f"another attempt is sending message {message_id}", retry_after_s=services.claim_s)
+        # A send takes seconds; come back soon (deferrals are free) rather than after the whole claim time.
+        raise SendInProgress(f"another attempt is sending message {message_id}",
+                             retry_after_s=min(services.claim_s, IN_PROGRESS_RETRY_S))
     if claim.outcome is SendOutcome.NEEDS_RECONCILIATION:
         metrics.inc("banxway_whatsapp_needs_reconciliation_total")
         raise SendNeedsReconciliation(

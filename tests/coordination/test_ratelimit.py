@@ -95,6 +95,48 @@ def test_acquire_refuses_when_a_pause_began_while_waiting(redis_client: redis.Re
     assert info.value.paused is True
 
 
+def test_the_default_margin_leaves_fifteen_ms_of_slack_per_second_half_of_it_for_waking(
+    redis_client: redis.Redis,
+) -> None:
+    limiter = SlotRateLimiter(redis_client, "t", rate_per_s=10.0, max_wait_s=2.0)
+    assert 10 * limiter.interval_us / 1e6 - 1 == pytest.approx(0.0152, abs=1e-4)
+    assert limiter.late_tolerance_s == pytest.approx(0.0076, abs=1e-4)
+
+
+def test_a_sender_that_wakes_too_late_books_another_slot_instead_of_sending(redis_client: redis.Redis) -> None:
+    limiter = _limiter(redis_client, safety_margin=0.015)
+    naps: list[float] = []
+
+    def oversleep_once(seconds: float) -> None:
+        naps.append(seconds)
+        time.sleep(seconds + (0.05 if len(naps) == 1 else 0))  # a busy CPU held the first wake-up
+
+    limiter.acquire(Lane.HIGH, sleep=oversleep_once)
+    assert len(naps) == 2  # the late slot was left unused; the send went on a fresh one
+    assert redis_client.zcard(limiter._slots_key) == 2
+
+
+def test_a_sender_late_for_every_slot_defers_the_job(redis_client: redis.Redis) -> None:
+    limiter = _limiter(redis_client, safety_margin=0.015)
+    with pytest.raises(RateLimited) as info:
+        limiter.acquire(Lane.HIGH, sleep=lambda s: time.sleep(s + 0.05))
+    assert info.value.counts_attempt is False
+    assert info.value.paused is False
+
+
+def test_rate_limit_denials_are_deferrals_that_keep_the_attempt(redis_client: redis.Redis) -> None:
+    limiter = _limiter(redis_client, max_wait_s=0.3)
+    denied: RateLimited | None = None
+    for _ in range(10):  # 3 or 4 slots fit in the max wait
+        try:
+            limiter.book(Lane.HIGH)
+        except RateLimited as exc:
+            denied = exc
+            break
+    assert denied is not None
+    assert denied.counts_attempt is False
+
+
 def test_pause_is_shared_by_every_limiter_instance(redis_client: redis.Redis) -> None:
     _limiter(redis_client).pause(2.0)
     other = _limiter(redis.Redis(connection_pool=redis_client.connection_pool), max_wait_s=1.0)
@@ -105,8 +147,17 @@ def test_pause_is_shared_by_every_limiter_instance(redis_client: redis.Redis) ->
 def _sender(url: str, deadline: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     client = redis.Redis.from_url(url)
     limiter = SlotRateLimiter(client, "accuracy", rate_per_s=20.0, max_wait_s=1.0, reserve=0.2)
-    times: list[float] = []
+    sent: list[tuple[int, float]] = []  # (slot booked, when acquire returned)
     lock = threading.Lock()
+    last_slot = threading.local()
+    book = limiter.book
+
+    def recording_book(lane: Lane) -> Booking:
+        booking = book(lane)
+        last_slot.value = booking.slot
+        return booking
+
+    limiter.book = recording_book  # type: ignore[method-assign]
 
     def run() -> None:
         while time.monotonic() < deadline:
@@ -116,28 +167,36 @@ def _sender(url: str, deadline: float, out: multiprocessing.Queue) -> None:  # t
                 time.sleep(min(exc.retry_after_s or 0.05, 0.2))
                 continue
             with lock:
-                times.append(time.monotonic())
+                sent.append((int(last_slot.value), time.monotonic()))
 
     threads = [threading.Thread(target=run) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    out.put(times)
+    out.put(sent)
 
 
-def test_many_processes_and_threads_never_exceed_the_rate_in_any_1s_window(redis_url: str,
-                                                                          redis_client: redis.Redis) -> None:
+def test_many_processes_and_threads_never_book_more_than_the_rate_in_any_1s_window(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     deadline = time.monotonic() + 3.0
     processes = [ctx.Process(target=_sender, args=(redis_url, deadline, out)) for _ in range(4)]
     for process in processes:
         process.start()
-    times = [t for _ in processes for t in out.get(timeout=30)]
+    sent = [item for _ in processes for item in out.get(timeout=30)]
     for process in processes:
         process.join(timeout=10)
-    assert max(sliding_window_counts(times)) <= 20
+    slots = [slot for slot, _ in sent]
+    # The guarantee is on the shared ledger (Redis server time): no slot is ever handed out twice, so the
+    # sends' start times never exceed the rate in any window. When each sender's packet then reaches Exotel
+    # depends on the machine's scheduling; that end-to-end figure is measured in bench/whatsapp_limiter.py.
+    assert len(slots) == len(set(slots))
+    interval_s = SlotRateLimiter(redis_client, "accuracy", rate_per_s=20.0, max_wait_s=1.0).interval_us / 1e6
+    assert max(sliding_window_counts([slot * interval_s for slot in slots])) <= 20
     # Work-conserving: held-back slots go to bulk when no high-lane sender wants them.
+    times = [t for _, t in sent]
     busy = [t for t in times if t >= min(times) + 0.5]
     assert len(busy) / (max(busy) - min(busy)) >= 20 * 0.9

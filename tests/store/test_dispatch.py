@@ -101,3 +101,89 @@ def test_delivery_reports_never_move_a_status_backwards(
     assert (update.outcome, update.message_id) == ("applied", failing)
     row = db.execute("SELECT status, error_message FROM communication_messages WHERE id = %s", [failing]).fetchone()
     assert row == {"status": "FAILED", "error_message": "EX_MESSAGE_UNDELIVERED"}
+
+
+def _message_row(db: psycopg.Connection[dict[str, Any]], message_id: str) -> dict[str, Any]:
+    row = db.execute("SELECT status::text AS status, external_id, sent_at, delivered_at, read_at, error_message,"
+                     " failed_at FROM communication_messages WHERE id = %s", [message_id]).fetchone()
+    assert row is not None
+    return row
+
+
+def test_a_report_before_the_sid_was_recorded_applies_by_message_id_and_survives_complete_send(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    message = make_message()
+    assert store.claim_send(message, owner="a", claim_s=60).outcome is SendOutcome.CLAIMED
+    early = store.apply_delivery_status_for_message(message, DeliveryStatus.DELIVERED, provider_sid="SM77")
+    assert (early.outcome, early.message_id, early.status) == ("applied", message, "DELIVERED")
+    row = _message_row(db, message)
+    assert (row["status"], row["external_id"]) == ("DELIVERED", "SM77")
+    assert row["delivered_at"] is not None
+
+    assert store.complete_send(message, provider_sid="SM77").outcome is SendOutcome.SENT
+    row = _message_row(db, message)
+    assert (row["status"], row["external_id"]) == ("DELIVERED", "SM77")  # not moved back to SENT
+    assert row["sent_at"] is not None
+    assert store.apply_delivery_status("SM77", DeliveryStatus.READ).outcome == "applied"  # later ones by sid
+
+
+def test_an_early_failure_report_is_not_overwritten_by_complete_send(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    message = make_message()
+    store.claim_send(message, owner="a", claim_s=60)
+    update = store.apply_delivery_status_for_message(
+        message, DeliveryStatus.FAILED, provider_sid="SM78", reason="EX_REENGAGEMENT_ERROR: outside 24 h")
+    assert update.outcome == "applied"
+    store.complete_send(message, provider_sid="SM78")
+    row = _message_row(db, message)
+    assert (row["status"], row["external_id"]) == ("FAILED", "SM78")
+    assert row["error_message"] == "EX_REENGAGEMENT_ERROR: outside 24 h"
+    assert row["failed_at"] is not None
+    assert row["sent_at"] is not None
+    # Positive evidence still wins over a failure, as with reports by sid.
+    assert store.apply_delivery_status("SM78", DeliveryStatus.DELIVERED).outcome == "applied"
+    assert _message_row(db, message)["error_message"] is None
+
+
+def test_a_failed_row_without_a_failure_report_becomes_sent_on_success(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    message = make_message(status="FAILED")  # e.g. the original worker's intermediate FAILED
+    store.claim_send(message, owner="a", claim_s=60)
+    store.complete_send(message, provider_sid="SM79")
+    row = _message_row(db, message)
+    assert (row["status"], row["error_message"], row["failed_at"]) == ("SENT", None, None)
+
+
+def test_reports_by_message_id_never_move_a_status_backwards(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    message = make_message()
+    store.claim_send(message, owner="a", claim_s=60)
+    apply = store.apply_delivery_status_for_message
+    assert apply(message, DeliveryStatus.READ, provider_sid="SM80").outcome == "applied"
+    assert apply(message, DeliveryStatus.DELIVERED, provider_sid="SM80").outcome == "stale"
+    assert apply(message, DeliveryStatus.SENT, provider_sid="SM80").outcome == "stale"
+    stale = apply(message, DeliveryStatus.FAILED, provider_sid="SM80", reason="late")
+    assert (stale.outcome, stale.status) == ("stale", "READ")
+    row = _message_row(db, message)
+    assert (row["status"], row["error_message"]) == ("READ", None)
+    assert row["read_at"] is not None
+    assert row["delivered_at"] is not None
+
+
+def test_a_report_by_message_id_for_another_send_or_message_is_not_found(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    sent = make_message(status="SENT", external_id="SM81")
+    assert store.apply_delivery_status_for_message(
+        sent, DeliveryStatus.DELIVERED, provider_sid="SM-other").outcome == "not_found"
+    assert _message_row(db, sent)["status"] == "SENT"
+    email = make_message(channel="EMAIL")
+    assert store.apply_delivery_status_for_message(email, DeliveryStatus.DELIVERED).outcome == "not_found"
+    inbound = make_message(direction="INBOUND")
+    assert store.apply_delivery_status_for_message(inbound, DeliveryStatus.READ).outcome == "not_found"
+    missing = "00000000-0000-0000-0000-0000000000aa"
+    assert store.apply_delivery_status_for_message(missing, DeliveryStatus.READ).outcome == "not_found"

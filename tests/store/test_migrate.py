@@ -48,3 +48,12 @@ def test_command_line_needs_database_url(monkeypatch: pytest.MonkeyPatch, databa
     assert main([]) == 2
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main(["--baseline"]) == 0
+
+
+def test_no_bx_function_is_executable_by_public(db: psycopg.Connection[dict[str, Any]]) -> None:
+    open_to_public = db.execute(
+        "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = 'public' AND p.proname LIKE 'bx\\_%'"
+        " AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0))"
+    ).fetchall()
+    assert open_to_public == []

@@ -358,3 +358,33 @@ def test_when_every_global_slot_is_taken_the_job_waits_and_the_row_is_untouched(
     assert isinstance(caught.value, RetryLater)
     assert row(db, message)["transcription_status"] == "PENDING"
     assert recording_server.requests == []
+
+
+@pytest.mark.parametrize("busy", ["global_slots", "same_message"])
+def test_a_busy_deferral_keeps_the_attempt_and_never_exhausts_the_retries(
+    *, services: TranscriptionServices, recording_server: RecordingServer, redis_client: redis.Redis,
+    make_voice_message: Callable[[], str], db: Db, queue_service: QueueServiceClient,
+    unique_queue_name: Callable[..., str], busy: str,
+) -> None:
+    message = make_voice_message()
+    if busy == "global_slots":
+        others = Semaphore(redis_client, SLOTS_NAME, limit=3, lease_s=60)
+        for _ in range(3):
+            others.acquire()
+    else:  # another delivery of the same message is running
+        Semaphore(redis_client, f"transcription-message:{message}", limit=1, lease_s=60).acquire()
+    queue = unique_queue_name(prefix="transcription")
+    job = job_for(message, recording_server.recording_url("c"), attempt=3)  # already the last attempt
+
+    for _ in range(4):
+        result = run_job(kind="transcription", queue=queue, body=job.to_json(), message_id="m1",
+                         handler=lambda j: handle_transcription(j, services),
+                         queues=QueueOps(queue_service, encoding="base64"), policy=RetryPolicy(max_attempts=3))
+        assert result.outcome is Outcome.RETRIED
+        assert result.error_code == ("semaphore_full" if busy == "global_slots" else "transcription_in_progress")
+
+    client = queue_service.get_queue_client(queue)
+    assert client.get_queue_properties().approximate_message_count == 4
+    assert list(queue_service.list_queues(name_starts_with=f"{queue}-poison")) == []  # nothing dead-lettered
+    assert row(db, message)["transcription_status"] == "PENDING"
+    assert recording_server.requests == []

@@ -97,8 +97,10 @@ class RecordingQueues:
     retried: list[tuple[Envelope[Any], float]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
 
-    def retry_later(self, queue: str, envelope: Envelope[Any], *, delay_s: float) -> Envelope[Any]:
-        retry = envelope.next_attempt()
+    def retry_later(
+        self, queue: str, envelope: Envelope[Any], *, delay_s: float, count_attempt: bool = True
+    ) -> Envelope[Any]:
+        retry = envelope.next_attempt() if count_attempt else envelope  # as QueueOps.retry_later does
         self.retried.append((retry, delay_s))
         return retry
 

@@ -98,3 +98,28 @@ def test_invalid_bodies_get_400_and_are_recorded_for_operators(
     assert len(recorded) == 3
     assert recorded[0]["problem"] == "whatsapp.messages[0].exo_detailed_status missing or unknown"
     assert recorded[2]["body"] == "not json"
+
+
+def test_a_callback_before_the_sid_is_recorded_is_matched_by_our_id_in_custom_data(
+    store: PostgresStore, make_message: Callable[[], tuple[str, str]], db: psycopg.Connection[dict[str, Any]],
+) -> None:
+    message_id, _ = make_message()
+    store.claim_send(message_id, owner="sender", claim_s=60)  # Exotel answered; complete_send not committed yet
+    body = json.dumps({"whatsapp": {"messages": [
+        dlr_item("sid-early", "+919876543210", "EX_MESSAGE_DELIVERED", message_id)]}}).encode()
+    answer = _post(store, body=body)
+    assert (answer.status_code, answer.body["applied"], answer.body["not_found"]) == (200, 1, 0)
+    store.complete_send(message_id, provider_sid="sid-early")
+    assert _status(db, message_id)["status"] == "DELIVERED"
+    assert _post(store, "EX_MESSAGE_SEEN", sid="sid-early").body["applied"] == 1
+
+
+def test_a_callback_with_an_unknown_sid_and_foreign_custom_data_changes_nothing(
+    store: PostgresStore, make_message: Callable[[], tuple[str, str]], db: psycopg.Connection[dict[str, Any]],
+) -> None:
+    message_id = _sent_message(store, make_message, "sid-ours")
+    for custom_data in ("Order12", message_id):  # not a message id; our id but another send's sid
+        body = json.dumps({"whatsapp": {"messages": [
+            dlr_item("sid-theirs", "+919876543210", "EX_MESSAGE_DELIVERED", custom_data)]}}).encode()
+        assert _post(store, body=body).body["not_found"] == 1
+    assert _status(db, message_id)["status"] == "SENT"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -12,8 +13,10 @@ import pytest
 import redis
 
 from devhost.standins.exotel import ExotelStandin, RateLimit
-from shared.coordination.ratelimit import Lane
+from shared.coordination.ratelimit import Lane, RateLimited, SlotRateLimiter
+from shared.jobs import new_envelope
 from shared.outcomes import Outcome, RetryPolicy, run_job
+from shared.store import SendOutcome
 from shared.store.postgres import PostgresStore
 from shared.whatsapp.handler import WhatsAppServices, handle_send, lane_for
 from tests.whatsapp.conftest import RecordingQueues
@@ -29,10 +32,11 @@ def _job(message_id: str, thread_id: str, *, to: str = TO, action: str = "SEND_M
 
 
 def _run(body: str, services: WhatsAppServices, queues: RecordingQueues, *, attempts: int = 6,
-         lane: Lane = Lane.BULK) -> Any:
+         lane: Lane = Lane.BULK, max_age_s: float = 3600.0) -> Any:
     return run_job(kind="whatsapp", queue="whatsapp-processing", body=body, message_id="qm-1",
                    handler=lambda job: handle_send(job, services, lane=lane), queues=queues,  # type: ignore[arg-type]
-                   policy=RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05))
+                   policy=RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05,
+                                      max_age_s=max_age_s))
 
 
 def _row(db: psycopg.Connection[dict[str, Any]], message_id: str) -> dict[str, Any]:
@@ -111,6 +115,7 @@ def test_a_429_pauses_every_sender_and_sends_resume_after_it(
     assert limited.outcome is Outcome.RETRIED
     assert limited.error_code == "exotel_rate_limited"
     assert (limited.delay_s or 0) >= 2
+    assert queues.retried[-1][0].attempt == 1  # a throttle is a deferral: Exotel took nothing
     requests_so_far = len(standin.sends())
     # Another instance does not even call Exotel while the pause lasts.
     paused = _run(_job(*third), instance_b, queues)
@@ -158,6 +163,7 @@ def test_the_circuit_opens_after_repeated_failures_and_delays_without_calling_ex
         assert _run(_job(*make_message()), services, queues).error_code == "exotel_unavailable"
     delayed = _run(_job(*make_message()), services, queues)
     assert delayed.error_code == "circuit_open"
+    assert queues.retried[-1][0].attempt == 1  # never tried: keeps its attempt number
     assert len(standin.sends()) == 3
     time.sleep(0.55)
     assert _run(_job(*make_message()), services, queues).outcome is Outcome.COMPLETED  # the probe closes it
@@ -235,3 +241,74 @@ def test_redis_keys_are_namespaced(redis_client: redis.Redis, make_services: Cal
 
 def test_a_store_without_rows_is_not_touched_by_a_rejected_job(store: PostgresStore) -> None:
     assert store.list_sends_needing_reconciliation() == []
+
+
+def _take_every_bulk_slot(limiter: SlotRateLimiter) -> None:
+    """What a long bulk backlog on other instances does: book every bulk slot within the max wait."""
+    while True:
+        try:
+            limiter.book(Lane.BULK)
+        except RateLimited:
+            return
+
+
+@pytest.mark.parametrize(("blocker", "code"), [
+    ("backlog", "rate_limited"), ("pause", "rate_limited"), ("circuit", "circuit_open"),
+])
+def test_a_long_run_of_deferrals_never_dead_letters_a_message_after_the_max_attempts(
+    *, make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, db: psycopg.Connection[dict[str, Any]],
+    redis_client: redis.Redis, blocker: str, code: str,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services(rate_per_s=5.0, max_wait_s=0.5, failure_threshold=1, cooldown_s=60)
+    if blocker == "pause":
+        services.limiter.pause(60)  # another instance got Exotel's 429
+    elif blocker == "circuit":
+        services.circuit.record_failure()
+    body = _job(message_id, thread_id)
+    for _ in range(3 * 3):  # three times the max attempts
+        if blocker == "backlog":
+            _take_every_bulk_slot(services.limiter)
+        result = _run(body, services, queues, attempts=3)
+        assert (result.outcome, result.error_code) == (Outcome.RETRIED, code)
+        body = queues.retried[-1][0].to_json()
+    assert queues.dead == []
+    assert [job.attempt for job, _ in queues.retried] == [1] * 9
+    assert standin.sends() == []
+    assert _row(db, message_id)["status"] == "PENDING"
+
+    for key in redis_client.scan_iter("bxw:*"):  # the backlog drained, the pause ended, the circuit closed
+        redis_client.delete(key)
+    assert _run(body, services, queues, attempts=3).outcome is Outcome.COMPLETED
+    assert _row(db, message_id)["status"] == "SENT"
+
+
+def test_a_deferral_older_than_the_max_age_is_dead_lettered_and_can_be_replayed(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, store: PostgresStore,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    services.limiter.pause(60)
+    old = new_envelope("whatsapp", json.loads(_job(message_id, thread_id)))
+    old = old.model_copy(update={"created_at": old.created_at - timedelta(hours=2)})
+    result = _run(old.to_json(), services, queues, attempts=3, max_age_s=3600)
+    assert result.outcome is Outcome.DEAD_LETTERED
+    assert "deferred for 7200 s, longer than the 3600 s limit" in (result.reason or "")
+    assert standin.sends() == []
+    # The claim was released, not left behind: a replay from the dead letter may send it.
+    assert store.claim_send(message_id, owner="replay", claim_s=60).outcome is SendOutcome.CLAIMED
+
+
+def test_a_5xx_after_deferrals_still_counts_attempts(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    services.circuit.before_call()
+    standin.fail_next(1, 503)
+    result = _run(_job(message_id, thread_id), services, queues, attempts=3)
+    assert (result.outcome, result.error_code) == (Outcome.RETRIED, "exotel_unavailable")
+    assert queues.retried[-1][0].attempt == 2
