@@ -40,9 +40,15 @@ if TYPE_CHECKING:
 __all__ = [
     "BUCKETS",
     "DEFAULT_BUCKETS_S",
+    "EMAIL_LAST_POLL_SUCCESS",
+    "EMAIL_POLL_LAG",
     "HELP",
     "JOBS_TOTAL",
     "JOB_DURATION",
+    "QUEUE_DEPTH",
+    "QUEUE_OLDEST_AGE",
+    "RATELIMIT_WAIT",
+    "WHATSAPP_RECONCILIATION_PENDING",
     "HistogramSample",
     "MetricKind",
     "MetricMirror",
@@ -64,6 +70,7 @@ QUEUE_DEPTH = "banxway_queue_depth"
 QUEUE_OLDEST_AGE = "banxway_queue_oldest_age_seconds"
 RATELIMIT_WAIT = "banxway_ratelimit_wait_seconds"
 EMAIL_POLL_LAG = "banxway_email_poll_lag_seconds"
+EMAIL_LAST_POLL_SUCCESS = "banxway_email_last_poll_success_timestamp_seconds"
 WHATSAPP_RECONCILIATION_PENDING = "banxway_whatsapp_reconciliation_pending"
 
 #: Seconds; wide enough for a 10-minute transcription, fine enough for a 50 ms send.
@@ -85,7 +92,8 @@ HELP: dict[str, str] = {
     QUEUE_DEPTH: "Approximate number of messages on a storage queue (including -poison queues).",
     QUEUE_OLDEST_AGE: "Age of the oldest visible message on a storage queue.",
     RATELIMIT_WAIT: "Time a send waited for the shared rate limiter.",
-    EMAIL_POLL_LAG: "Time since an inbox was last polled successfully, by account.",
+    EMAIL_POLL_LAG: "Time since an inbox was last polled successfully, by account (computed when read).",
+    EMAIL_LAST_POLL_SUCCESS: "Unix time of an inbox's last successful poll, by account.",
     WHATSAPP_RECONCILIATION_PENDING: "WhatsApp sends whose outcome is unknown and awaits reconciliation.",
     "banxway_circuit_state": "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
 }
@@ -214,6 +222,10 @@ class Metrics:
         """The current value of one gauge label set, or None."""
         raw = self._redis.hget(self._key("gauge", name), _labels_field(labels))
         return float(raw) if raw is not None else None
+
+    def gauge_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every label set of gauge ``name`` with its value (one Redis round trip)."""
+        return [(_parse_labels(_text(k)), float(v)) for k, v in self._redis.hgetall(self._key("gauge", name)).items()]
 
     def histogram(self, name: str, **labels: Any) -> HistogramSample | None:
         """One label set of a histogram, or None when nothing was observed."""

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.host",
     "tests.support.transcription",
     "tests.support.ops",
+    "tests.support.secret_scan",
 ]

@@ -9,6 +9,7 @@ pile up retries on the queue. Transient store errors raise ``RetryLater`` (the b
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.jobs import Envelope, PollAllInboxes, PollInbox
@@ -16,6 +17,7 @@ from shared.mailbox.attachments import AttachmentStore
 from shared.mailbox.imap import ImapConnector
 from shared.mailbox.poller import MailboxPoller, PollConfig, PollReport
 from shared.mailbox.schedule import ScheduleReport, clear_pending, schedule_polls
+from shared.metrics import EMAIL_LAST_POLL_SUCCESS
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
@@ -87,6 +89,11 @@ def _record_metrics(deps: MailboxDeps, report: PollReport) -> None:
     try:
         metrics = deps.metrics
         metrics.inc("banxway_email_polls_total", outcome=report.outcome)
+        # The poll lag gauge (shared.ops.gauges) is computed from this when read, so it grows while polls stop.
+        if report.outcome in ("polled", "idle"):
+            metrics.set_gauge(EMAIL_LAST_POLL_SUCCESS, time.time(), account_id=report.account_id)
+        elif report.outcome in ("missing", "disabled"):
+            metrics.remove_gauge(EMAIL_LAST_POLL_SUCCESS, account_id=report.account_id)
         for status in ("stored", "duplicates", "skipped", "failed"):
             count = getattr(report, status)
             if count:

@@ -4,6 +4,10 @@ Reads the same settings as the workers from the environment (``AzureWebJobsStora
 ``AzureWebJobsStorage__queueServiceUri``; ``DATABASE_URL`` or the Supabase pair for ``reconcile``), so it
 works against Azurite and a real account alike. Results go to stdout (``--json`` for scripts), progress
 and errors to stderr. Exit codes: see ``ExitCode``.
+
+The storage clients the command line builds retry twice, a second apart, with short timeouts
+(``STORAGE_RETRY_TOTAL``, ``STORAGE_CONNECTION_TIMEOUT_S``): an unreachable account fails in seconds
+rather than after the SDK's default backoff (about 90 s).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
@@ -30,7 +34,17 @@ from shared.redaction import redact
 from shared.settings import Settings
 from shared.store.errors import StoreError, StoreUnavailable
 
-__all__ = ["ExitCode", "build_parser", "main"]
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+__all__ = ["STORAGE_CONNECTION_TIMEOUT_S", "STORAGE_RETRY_TOTAL", "CliDeps", "ExitCode", "build_parser", "main"]
+
+#: Retries of one storage request in the command line (the SDK's default is 10, with long backoffs).
+STORAGE_RETRY_TOTAL = 2
+STORAGE_RETRY_BACKOFF_S = 1
+STORAGE_CONNECTION_TIMEOUT_S = 5.0
+STORAGE_READ_TIMEOUT_S = 30.0
 
 
 class ExitCode(enum.IntEnum):
@@ -39,7 +53,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1  # the operation failed part-way (see stderr)
     USAGE = 2  # bad arguments (argparse)
-    NOTHING_MATCHED = 3  # retry/purge/reconcile found nothing to act on
+    NOTHING_MATCHED = 3  # retry/purge/reconcile found nothing to act on; poll-now: no such pollable account
     UNAVAILABLE = 4  # storage, Redis or the database unreachable, or settings missing
     INVALID_JOB = 5  # enqueue: the JSON is not a valid job for that queue
     DEAD_LETTERS_PRESENT = 6  # status --check: some -poison queue is not empty
@@ -98,6 +112,67 @@ def _progress(err: IO[str], verb: str) -> Callable[[int], None]:
     return report
 
 
+class CliDeps(Deps):
+    """``Deps`` whose storage clients give up after ``STORAGE_RETRY_TOTAL`` quick retries (an operator waits)."""
+
+    def _storage_options(self) -> dict[str, Any]:
+        from azure.storage.queue import LinearRetry
+
+        return {
+            "retry_policy": LinearRetry(
+                backoff=STORAGE_RETRY_BACKOFF_S, random_jitter_range=0, retry_total=STORAGE_RETRY_TOTAL
+            ),
+            "connection_timeout": STORAGE_CONNECTION_TIMEOUT_S,
+            "read_timeout": STORAGE_READ_TIMEOUT_S,
+        }
+
+    @property
+    def queue_service(self) -> QueueServiceClient:
+        """The queue service client, with the command line's retry cap."""
+
+        def build() -> QueueServiceClient:
+            from azure.storage.queue import QueueServiceClient
+
+            s = self.settings
+            if s.storage_connection_string is not None:
+                return QueueServiceClient.from_connection_string(
+                    s.storage_connection_string.get_secret_value(), **self._storage_options()
+                )
+            if s.storage_queue_service_uri is not None:
+                return QueueServiceClient(
+                    s.storage_queue_service_uri, credential=self._credential(), **self._storage_options()
+                )
+            raise ConfigurationError(
+                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__queueServiceUri "
+                "for an identity-based connection"
+            )
+
+        return self._once("queue_service", build)
+
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        """The blob service client (dead-letter overflow bodies), with the command line's retry cap."""
+
+        def build() -> BlobServiceClient:
+            from azure.storage.blob import BlobServiceClient
+
+            s = self.settings
+            if s.storage_connection_string is not None:
+                return BlobServiceClient.from_connection_string(
+                    s.storage_connection_string.get_secret_value(), **self._storage_options()
+                )
+            if s.storage_blob_service_uri is not None:
+                return BlobServiceClient(
+                    s.storage_blob_service_uri, credential=self._credential(), **self._storage_options()
+                )
+            raise ConfigurationError(
+                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri "
+                "for an identity-based connection"
+            )
+
+        return self._once("blob_service", build)
+
+
 # --- commands ----------------------------------------------------------------------------------------
 
 
@@ -151,7 +226,9 @@ def _selector(args: argparse.Namespace) -> Selector:
 
 def _cmd_retry(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[str]) -> ExitCode:
     queue = _resolve_queue(deps.settings, args.queue)[0]
-    moved = retry_dead_letters(deps.queues, queue, _selector(args), progress=_progress(err, "retried"))
+    moved = retry_dead_letters(
+        deps.queues, queue, _selector(args), progress=_progress(err, "retried"), blob_service=deps.blob_service
+    )
     _out(out, args, {"queue": queue, "retried": moved}, lambda: [f"retried {moved} dead letter(s) onto {queue}"])
     return ExitCode.OK if moved else ExitCode.NOTHING_MATCHED
 
@@ -161,7 +238,9 @@ def _cmd_purge(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[str])
     if not args.yes:
         err.write(f"purge deletes dead letters of {queue}-poison for good; add --yes to confirm\n")
         return ExitCode.NOT_CONFIRMED
-    deleted = purge_dead_letters(deps.queues, queue, _selector(args), progress=_progress(err, "purged"))
+    deleted = purge_dead_letters(
+        deps.queues, queue, _selector(args), progress=_progress(err, "purged"), blob_service=deps.blob_service
+    )
     _out(out, args, {"queue": queue, "purged": deleted}, lambda: [f"purged {deleted} dead letter(s) of {queue}"])
     return ExitCode.OK if deleted else ExitCode.NOTHING_MATCHED
 
@@ -193,18 +272,25 @@ def _cmd_poll_now(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[st
     queue = deps.settings.email_queue_name
     payload = {"action": "POLL_INBOX", "data": {"accountId": args.account_id}}
     try:
-        job = deps.queues.enqueue(queue, "email", payload)
+        job = parse_job("email", json.dumps(payload))
     except JobValidationError as exc:
         err.write(f"{exc}\n")
         return ExitCode.INVALID_JOB
+    if not args.no_check:
+        pollable = {account.id for account in deps.store.list_pollable_accounts()}
+        if str(job.payload.data.account_id).lower() not in pollable:
+            err.write(
+                f"no active, IMAP-enabled email account with id {args.account_id} "
+                "(missing, inactive or IMAP disabled); nothing enqueued\n"
+            )
+            return ExitCode.NOTHING_MATCHED
+    deps.queues.send(queue, job.to_json())
     _out(out, args, {"queue": queue, "job_id": job.id}, lambda: [f"poll of {args.account_id} enqueued ({job.id})"])
     return ExitCode.OK
 
 
 def _cmd_reconcile(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[str]) -> ExitCode:  # noqa: ARG001
-    from shared.ops.health import resolve_store
-
-    store = resolve_store(deps)
+    store = deps.store
     if args.action == "list":
         pending = store.list_sends_needing_reconciliation(limit=args.limit)
         rows = [asdict(p) for p in pending]
@@ -243,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dead = sub.add_parser("dead-letters", help="list dead letters with their reasons")
     dead.add_argument("queue", nargs="?", help="one queue (default: all)")
-    dead.add_argument("--limit", type=int, default=32, help="per queue (default 32)")
+    dead.add_argument(
+        "--limit", type=int, default=32,
+        help="per queue (default 32: what one peek returns; more are received briefly and made visible again)",
+    )
     dead.set_defaults(run=_cmd_dead_letters)
 
     retry = sub.add_parser("retry", help="move dead letters back onto their queue, attempts reset to 1")
@@ -262,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--reset-attempt", action="store_true", help="send an envelope with attempt 1")
     enqueue.set_defaults(run=_cmd_enqueue)
 
-    poll = sub.add_parser("poll-now", help="enqueue POLL_INBOX for one inbox")
+    poll = sub.add_parser("poll-now", help="enqueue POLL_INBOX for one active, IMAP-enabled inbox")
     poll.add_argument("account_id")
+    poll.add_argument("--no-check", action="store_true", help="enqueue without looking the account up")
     poll.set_defaults(run=_cmd_poll_now)
 
     reconcile = sub.add_parser("reconcile", help="sends whose outcome is unknown")
@@ -290,7 +380,7 @@ def main(
     stdout, stderr = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
-        deps = deps or Deps(Settings.from_env())
+        deps = deps or CliDeps(Settings.from_env())
         code: ExitCode = args.run(deps, args, stdout, stderr)
     except _UnknownQueue as exc:
         stderr.write(f"{exc}\n")

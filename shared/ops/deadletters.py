@@ -3,7 +3,13 @@
 Works for our wrapped dead letters (``QueueOps.dead_letter``: reason, attempts, overflow blob) and for the
 bare messages the host moves there after ``maxDequeueCount``. ``retry`` puts the original body back on
 its queue with ``attempt`` reset to 1 (like BullMQ's ``retryJobs``) and deletes the dead letter only after
-the resend succeeded, so a crash in between duplicates a message rather than losing it.
+the resend succeeded, so a crash in between duplicates a message rather than losing it. A dead letter whose
+body was too large for a queue message keeps it in an overflow blob (``dead-letters`` container); ``retry``
+and ``purge`` delete that blob last, after the dead letter itself, so a crash leaves at worst an orphan blob.
+
+Listing: Azure's peek returns at most 32 messages. A larger ``limit`` receives the dead letters with a short
+hold (``_HOLD_S``) and makes each visible again right away (``update_message`` with visibility 0), so nothing
+stays hidden; it does raise their dequeue count, which nothing reads on a ``-poison`` queue.
 
 Selection (``Selector``): all, the first ``count``, those older than ``older_than_s``, or by id (the job
 id, or the poison queue's message id).
@@ -24,6 +30,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.queues import DeadLetter, QueueOps, poison_queue_name
 
 if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
     from azure.storage.queue import QueueMessage
 
 __all__ = ["DeadLetterEntry", "Selector", "list_dead_letters", "purge_dead_letters", "retry_dead_letters"]
@@ -181,6 +188,14 @@ def _process(
     return done
 
 
+def _delete_overflow_blob(blob_service: BlobServiceClient | None, letter: DeadLetter) -> None:
+    if blob_service is None or not letter.body_blob:
+        return
+    container, _, name = letter.body_blob.partition("/")
+    with contextlib.suppress(ResourceNotFoundError):  # already gone: a retry after a crash, or a purge
+        blob_service.get_blob_client(container, name).delete_blob()
+
+
 def _reset_attempt(body: str) -> str:
     envelope = _json_object(body)
     if envelope is not None and "v" in envelope and "payload" in envelope:
@@ -196,14 +211,20 @@ def retry_dead_letters(
     *,
     progress: Progress | None = None,
     now: datetime | None = None,
+    blob_service: BlobServiceClient | None = None,
 ) -> int:
-    """Move the selected dead letters of ``queue`` back onto their queue with ``attempt`` 1. Returns how many."""
+    """Move the selected dead letters of ``queue`` back onto their queue with ``attempt`` 1. Returns how many.
+
+    ``blob_service`` deletes the overflow blob of a blob-backed dead letter after its replay (without it the
+    blob stays behind).
+    """
     client = ops.client(poison_queue_name(queue))
 
     def replay(message: QueueMessage, entry: DeadLetterEntry) -> None:
         body = ops.read_dead_letter_body(entry.letter)
         ops.send(entry.letter.queue or queue, _reset_attempt(body))
         client.delete_message(message)
+        _delete_overflow_blob(blob_service, entry.letter)
         log.info("dead letter retried: queue=%s job_id=%s", queue, entry.job_id)
 
     return _process(ops, queue, selector, replay, progress=progress, now=now)
@@ -216,12 +237,17 @@ def purge_dead_letters(
     *,
     progress: Progress | None = None,
     now: datetime | None = None,
+    blob_service: BlobServiceClient | None = None,
 ) -> int:
-    """Delete the selected dead letters of ``queue`` for good. Returns how many."""
+    """Delete the selected dead letters of ``queue`` (and, given ``blob_service``, their overflow blobs) for good.
+
+    Returns how many.
+    """
     client = ops.client(poison_queue_name(queue))
 
     def delete(message: QueueMessage, entry: DeadLetterEntry) -> None:
         client.delete_message(message)
+        _delete_overflow_blob(blob_service, entry.letter)
         log.info("dead letter purged: queue=%s job_id=%s", queue, entry.job_id)
 
     return _process(ops, queue, selector, delete, progress=progress, now=now)

@@ -1,4 +1,12 @@
-"""Gauges read at collection time from the source of truth: storage queues and the store.
+"""Gauges read at collection time from the source of truth: storage queues, the store and Redis.
+
+- queue depth and oldest-message age of every worker queue and ``-poison`` queue;
+- WhatsApp sends pending reconciliation (the store);
+- per-inbox poll lag (``banxway_email_poll_lag_seconds{account_id}``): seconds since each active, IMAP-enabled
+  account's last successful poll — the later of the time the poller recorded in Redis
+  (``banxway_email_last_poll_success_timestamp_seconds``) and the account row's ``last_polled_at`` when its
+  ``last_poll_status`` is SUCCESS. Computed when read, so it grows while polls stop. An account that has
+  never been polled successfully has no lag sample (its failures show in ``banxway_email_polls_total``).
 
 Both exporters use them: the Prometheus exposition (``/api/metrics``) on each scrape, and the OpenTelemetry
 observable gauges (``customMetrics``) on each export, throttled by ``SampledGauges``.
@@ -11,15 +19,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.metrics import QUEUE_DEPTH, QUEUE_OLDEST_AGE, WHATSAPP_RECONCILIATION_PENDING
+from shared.metrics import (
+    EMAIL_LAST_POLL_SUCCESS,
+    EMAIL_POLL_LAG,
+    QUEUE_DEPTH,
+    QUEUE_OLDEST_AGE,
+    WHATSAPP_RECONCILIATION_PENDING,
+)
 from shared.ops.queue_stats import queue_stats, worker_queues
 
 if TYPE_CHECKING:
     from shared.deps import Deps
 
-__all__ = ["GaugeSample", "SampledGauges", "read_gauges", "register_otel_gauges"]
+__all__ = ["GaugeSample", "SampledGauges", "poll_lag_gauges", "read_gauges", "register_otel_gauges"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +65,37 @@ def read_gauges(deps: Deps, *, include_store: bool = True) -> list[GaugeSample]:
         log.warning("queue gauges unavailable: %s", type(exc).__name__)
     if include_store:
         try:
-            from shared.ops.health import resolve_store
-
-            pending = resolve_store(deps).list_sends_needing_reconciliation(limit=RECONCILIATION_COUNT_LIMIT)
+            pending = deps.store.list_sends_needing_reconciliation(limit=RECONCILIATION_COUNT_LIMIT)
             samples.append(GaugeSample(WHATSAPP_RECONCILIATION_PENDING, {}, float(len(pending))))
         except Exception as exc:  # noqa: BLE001 - one source down must not hide the rest
             log.warning("reconciliation gauge unavailable: %s", type(exc).__name__)
+        try:
+            samples += poll_lag_gauges(deps)
+        except Exception as exc:  # noqa: BLE001 - one source down must not hide the rest
+            log.warning("email poll lag gauge unavailable: %s", type(exc).__name__)
+    return samples
+
+
+def poll_lag_gauges(deps: Deps, *, now: datetime | None = None) -> list[GaugeSample]:
+    """``banxway_email_poll_lag_seconds{account_id}`` of every active, IMAP-enabled account polled successfully.
+
+    Raises what the store raises; Redis errors only drop the Redis side (the store's SUCCESS still counts).
+    """
+    moment = now or datetime.now(UTC)
+    accounts = deps.store.list_pollable_accounts()
+    try:
+        recorded = {labels.get("account_id"): ts for labels, ts in deps.metrics.gauge_samples(EMAIL_LAST_POLL_SUCCESS)}
+    except Exception as exc:  # noqa: BLE001 - Redis down: the store's last successful poll still answers
+        log.warning("last poll times from Redis unavailable: %s", type(exc).__name__)
+        recorded = {}
+    samples = []
+    for account in accounts:
+        candidates = [recorded[account.id]] if account.id in recorded else []
+        if account.last_poll_status == "SUCCESS" and account.last_polled_at is not None:
+            candidates.append(account.last_polled_at.timestamp())
+        if candidates:
+            lag_s = max(0.0, moment.timestamp() - max(candidates))
+            samples.append(GaugeSample(EMAIL_POLL_LAG, {"account_id": account.id}, lag_s))
     return samples
 
 
@@ -101,7 +141,7 @@ def register_otel_gauges(
 
         return observe
 
-    for name in (QUEUE_DEPTH, QUEUE_OLDEST_AGE, WHATSAPP_RECONCILIATION_PENDING, CIRCUIT_STATE):
+    for name in (QUEUE_DEPTH, QUEUE_OLDEST_AGE, WHATSAPP_RECONCILIATION_PENDING, EMAIL_POLL_LAG, CIRCUIT_STATE):
         meter.create_observable_gauge(
             name, callbacks=[callback_for(name)], unit="s" if name.endswith("_seconds") else "1",
             description=HELP.get(name, ""),

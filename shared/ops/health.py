@@ -11,9 +11,7 @@ A failed check names the error class and a short, redacted message; the route is
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,9 +23,8 @@ from shared.redaction import redact
 
 if TYPE_CHECKING:
     from shared.deps import Deps
-    from shared.store import Store
 
-__all__ = ["CheckResult", "readiness", "resolve_store", "run_checks"]
+__all__ = ["CheckResult", "readiness", "run_checks"]
 
 _MAX_ERROR_CHARS = 200
 
@@ -82,23 +79,6 @@ def run_checks(checks: Mapping[str, Check], *, timeout_s: float = 5.0) -> list[C
         pool.shutdown(wait=False, cancel_futures=True)  # a hung check must not hang the probe
 
 
-_stores: weakref.WeakKeyDictionary[Deps, Store] = weakref.WeakKeyDictionary()
-_stores_lock = threading.Lock()
-
-
-def resolve_store(deps: Deps) -> Store:
-    """``deps.store`` when ``Deps`` has it; until then one store per ``Deps`` built from its settings."""
-    store: Store | None = getattr(deps, "store", None)
-    if store is not None:
-        return store
-    with _stores_lock:
-        if deps not in _stores:
-            from shared.store import build_store
-
-            _stores[deps] = build_store(deps.settings)
-        return _stores[deps]
-
-
 def _redis_check(deps: Deps) -> Check:
     def check() -> None:
         deps.redis.ping()
@@ -121,7 +101,7 @@ def _queues_check(deps: Deps) -> Check:
 
 def _database_check(deps: Deps) -> Check:
     def check() -> None:
-        resolve_store(deps).ping()
+        deps.store.ping()
 
     return check
 

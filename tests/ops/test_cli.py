@@ -1,16 +1,24 @@
-"""The ops command line against Azurite: status, dead letters, retry that replays, purge, enqueue, poll-now."""
+"""The ops command line against Azurite and PostgreSQL: status, dead letters, retry, purge, enqueue, poll-now,
+reconcile; and its capped storage retries."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 from shared.errors import Reject
-from shared.ops.cli import ExitCode, main
+from shared.jobs import MAX_MESSAGE_BYTES
+from shared.ops.cli import STORAGE_RETRY_TOTAL, ExitCode, main
+from shared.ops.deadletters import list_dead_letters
 from shared.outcomes import Outcome
 from shared.queues import poison_queue_name
-from tests.support.ops import receive_one
+from shared.store import SendOutcome
+from tests.support.host import REPO_ROOT
+from tests.support.ops import HangUpServer, insert_email_account, insert_outbound_message, receive_one
 
 
 def _send_payload():
@@ -122,13 +130,25 @@ def test_enqueue_validates_and_sends(make_ops_deps):
     assert _run(deps, "enqueue", "nope", "{}")[0] == ExitCode.USAGE
 
 
-def test_poll_now_enqueues_poll_inbox(make_ops_deps):
-    deps = make_ops_deps(database=False)
-    account = str(uuid.uuid4())
+def test_poll_now_enqueues_poll_inbox_for_an_active_imap_enabled_account(make_ops_deps, database_url):
+    deps = make_ops_deps()
+    account = insert_email_account(database_url)
     assert _run(deps, "poll-now", account)[0] == ExitCode.OK
     body = json.loads(receive_one(deps, deps.settings.email_queue_name).get_body())
     assert body["payload"] == {"action": "POLL_INBOX", "data": {"accountId": account}}
     assert _run(deps, "poll-now", "not-a-uuid")[0] == ExitCode.INVALID_JOB
+
+
+def test_poll_now_refuses_missing_inactive_and_imap_disabled_accounts(make_ops_deps, database_url):
+    deps = make_ops_deps()
+    for account in (str(uuid.uuid4()), insert_email_account(database_url, active=False),
+                    insert_email_account(database_url, imap_enabled=False)):
+        code, _, err = _run(deps, "poll-now", account)
+        assert code == ExitCode.NOTHING_MATCHED
+        assert f"no active, IMAP-enabled email account with id {account}" in err
+    _, out, _ = _run(deps, "--json", "status")
+    assert {r["name"]: r["depth"] for r in json.loads(out)}.get(deps.settings.email_queue_name, 0) == 0
+    assert _run(deps, "poll-now", "--no-check", str(uuid.uuid4()))[0] == ExitCode.OK
 
 
 def test_reconcile_lists_nothing_on_a_fresh_database(make_ops_deps):
@@ -136,6 +156,98 @@ def test_reconcile_lists_nothing_on_a_fresh_database(make_ops_deps):
     code, out, _ = _run(deps, "--json", "reconcile", "list")
     assert code == ExitCode.OK
     assert json.loads(out) == []
+
+
+def test_reconcile_lists_unknown_sends_and_resolves_them(make_ops_deps, database_url):
+    deps = make_ops_deps()
+    store = deps.store
+    unknown, released = insert_outbound_message(database_url), insert_outbound_message(database_url)
+    for message_id in (unknown, released):
+        assert store.claim_send(message_id, owner="attempt-1", claim_s=60).outcome is SendOutcome.CLAIMED
+        assert store.mark_send_unknown(message_id, error="read timeout after sending")
+
+    code, out, _ = _run(deps, "--json", "reconcile", "list")
+    assert code == ExitCode.OK
+    rows = {r["message_id"]: r for r in json.loads(out)}
+    assert set(rows) == {unknown, released}
+    assert rows[unknown]["last_error"] == "read timeout after sending"
+
+    code, out, err = _run(deps, "--json", "reconcile", "resolve", unknown, "sent", "--sid", "SM-from-exotel-log")
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["outcome"] == "sent"
+    assert _run(deps, "reconcile", "resolve", released, "not_sent")[0] == ExitCode.OK
+    assert store.list_sends_needing_reconciliation() == []
+    assert store.claim_send(unknown, owner="attempt-2", claim_s=60).outcome is SendOutcome.ALREADY_SENT
+    assert store.claim_send(released, owner="attempt-2", claim_s=60).outcome is SendOutcome.CLAIMED
+    assert _run(deps, "reconcile", "resolve", str(uuid.uuid4()), "failed", "--error", "x")[0] == (
+        ExitCode.NOTHING_MATCHED
+    )
+
+
+def test_retry_of_a_blob_backed_dead_letter_replays_it_and_deletes_the_blob(make_ops_deps, blob_service):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    # A body that fits a queue message on its own but not inside the dead-letter wrapper (as the host might
+    # have received it: any text, not necessarily an envelope).
+    job_id = str(uuid.uuid4())
+    body = "x" * (MAX_MESSAGE_BYTES - 100)
+    deps.queues.dead_letter(queue, body, reason="too big to fail", error_class="Reject", attempts=1, job_id=job_id)
+    [entry] = list_dead_letters(deps.queues, queue)
+    assert entry.letter.body is None
+    container, _, name = entry.letter.body_blob.partition("/")
+    blob = blob_service.get_blob_client(container, name)
+    assert blob.exists()
+
+    code, _, err = _run(deps, "retry", "whatsapp", "--id", job_id)
+    assert code == ExitCode.OK, err
+    assert receive_one(deps, queue).get_body() == body.encode()
+    assert not blob.exists()
+
+
+def test_purge_deletes_the_overflow_blob_too(make_ops_deps, blob_service):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    deps.queues.dead_letter(queue, "y" * (MAX_MESSAGE_BYTES + 10), reason="big", error_class="Reject", attempts=1)
+    [entry] = list_dead_letters(deps.queues, queue)
+    container, _, name = entry.letter.body_blob.partition("/")
+    assert _run(deps, "purge", "whatsapp", "--yes")[0] == ExitCode.OK
+    assert not blob_service.get_blob_client(container, name).exists()
+
+
+def test_dead_letters_lists_more_than_one_peek_and_leaves_them_all_visible(make_ops_deps):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    job_ids = {str(uuid.uuid4()) for _ in range(40)}
+    for job_id in job_ids:
+        deps.queues.dead_letter(queue, "{}", reason="bulk", error_class="Reject", attempts=1, job_id=job_id)
+
+    assert len(json.loads(_run(deps, "--json", "dead-letters", "whatsapp")[1])) == 32  # the default: one peek
+    code, out, _ = _run(deps, "--json", "dead-letters", "whatsapp", "--limit", "100")
+    assert code == ExitCode.OK
+    assert {r["job_id"] for r in json.loads(out)} == job_ids
+    # Nothing stayed hidden: listing again right away sees all 40, and retry moves all 40.
+    assert {r["job_id"] for r in json.loads(_run(deps, "--json", "dead-letters", "whatsapp", "--limit", "100")[1])} \
+        == job_ids
+    assert json.loads(_run(deps, "--json", "retry", "whatsapp")[1])["retried"] == 40
+
+
+def test_an_unreachable_storage_account_fails_after_the_capped_retries(tmp_path):
+    server = HangUpServer()
+    try:
+        connection = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=ZmFrZS1rZXk=;"
+            f"QueueEndpoint=http://127.0.0.1:{server.port}/devstoreaccount1;"
+            f"BlobEndpoint=http://127.0.0.1:{server.port}/devstoreaccount1;"
+        )
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT), "AzureWebJobsStorage": connection}
+        result = subprocess.run([sys.executable, "-m", "shared.ops", "status"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        server.close()
+    assert result.returncode == ExitCode.UNAVAILABLE, result.stderr
+    assert "unavailable:" in result.stderr
+    # One request and STORAGE_RETRY_TOTAL retries, not the SDK's default of ten (about 90 s of backoff).
+    assert 1 <= server.accepted <= 1 + STORAGE_RETRY_TOTAL
 
 
 def test_missing_storage_settings_exit_unavailable(make_ops_deps):

@@ -5,6 +5,9 @@
 - ``throwaway_redis``: a ``redis-server`` of its own on a free port that a test may stop and start again;
 - ``TcpProxy``: forwards a local port to a server, and can be stopped and started (a database "outage").
 - ``receive_one(deps, queue)``: the next message of a queue as the trigger would get it.
+- ``insert_email_account(database_url, ...)`` / ``insert_outbound_message(database_url)``: rows for the ops
+  commands that read the store (poll-now, reconcile, the poll lag gauge).
+- ``HangUpServer``: accepts TCP connections and closes them at once, counting them (an unreachable account).
 """
 
 from __future__ import annotations
@@ -15,18 +18,30 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 import redis
 
 from shared.deps import Deps
 from shared.settings import Settings
 
-__all__ = ["ReceivedMessage", "TcpProxy", "ThrowawayRedis", "make_ops_deps", "receive_one", "throwaway_redis"]
+__all__ = [
+    "HangUpServer",
+    "ReceivedMessage",
+    "TcpProxy",
+    "ThrowawayRedis",
+    "insert_email_account",
+    "insert_outbound_message",
+    "make_ops_deps",
+    "receive_one",
+    "throwaway_redis",
+]
 
 
 def free_port() -> int:
@@ -210,3 +225,75 @@ class TcpProxy:
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+def insert_email_account(
+    database_url: str, *, active: bool = True, imap_enabled: bool = True, last_poll_status: str | None = None,
+    last_polled_ago_s: float | None = None,
+) -> str:
+    """An email account row (IMAP password encrypted with a throwaway key); returns its id."""
+    tag = uuid.uuid4().hex[:12]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO email_accounts (name, email, smtp_user, smtp_pass_encrypted, imap_user,"
+            " imap_pass_encrypted, is_active, imap_enabled, last_poll_status, last_polled_at)"
+            " VALUES (%s, %s, %s, encrypt_email_password('x', 'k'), %s, encrypt_email_password('x', 'k'),"
+            " %s, %s, %s, CASE WHEN %s::float8 IS NULL THEN NULL"
+            " ELSE now() - make_interval(secs => %s::float8) END) RETURNING id",
+            [f"Ops {tag}", f"ops-{tag}@banxway.test", tag, tag, active, imap_enabled, last_poll_status,
+             last_polled_ago_s, last_polled_ago_s],
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def insert_outbound_message(database_url: str) -> str:
+    """A thread and a pending outbound WhatsApp message row; returns the message id."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        thread = conn.execute(
+            "INSERT INTO communication_threads (reference, type, primary_channel)"
+            " VALUES ('BX-1999-' || gen_random_uuid(), 'QUERY', 'WHATSAPP') RETURNING id"
+        ).fetchone()
+        assert thread is not None
+        row = conn.execute(
+            "INSERT INTO communication_messages (thread_id, channel, direction, status, content)"
+            " VALUES (%s, 'WHATSAPP', 'OUTBOUND', 'PENDING', 'hello') RETURNING id",
+            [thread[0]],
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+class HangUpServer:
+    """Listens on a free loopback port, accepts every connection and closes it at once; counts them."""
+
+    def __init__(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self.port = int(self._server.getsockname()[1])
+        self._lock = threading.Lock()
+        self._accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        with self._lock:
+            return self._accepted
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        """Stop listening."""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
