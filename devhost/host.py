@@ -88,9 +88,11 @@ class LocalHost:
             if name not in self._saved_env:
                 self._saved_env[name] = self._environ.get(name, _UNSET)
         apply_local_settings(values, self._environ)
-        reset = getattr(sys.modules.get("shared.settings"), "reset_settings_cache", None)
-        if callable(reset):
-            reset()  # the app's settings object must see the values just loaded
+        # The app's settings and clients must see the values just loaded, not a previous host's (tests).
+        for module, name in (("shared.settings", "reset_settings_cache"), ("shared.deps", "reset_deps")):
+            reset = getattr(sys.modules.get(module), name, None)
+            if callable(reset):
+                reset()
 
     def _restore_environment(self) -> None:
         for name, previous in self._saved_env.items():

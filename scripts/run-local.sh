@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Run the workers locally on a fresh machine: venv + requirements, local services (Azurite, Redis,
-# PostgreSQL, Dovecot), schema and demo data, local.settings.json, then `func start` if Core Tools are
+# PostgreSQL, Dovecot), schema, local.settings.json, stand-ins for Exotel (+ its recording server) and
+# OpenAI when no real credentials are configured, demo data, then `func start` if Core Tools are
 # installed, otherwise the local host (`python -m devhost`). Ctrl-C stops everything it started.
 #
 #   scripts/run-local.sh                 all functions on http://127.0.0.1:7071
-#   FUNCTIONS=health,poll_inboxes scripts/run-local.sh   only these functions (local host only)
+#   FUNCTIONS=health,whatsapp_send scripts/run-local.sh   only these functions (local host only)
 #   PORT=7072 KEEP_SERVICES=1 scripts/run-local.sh       another port; leave the services running on exit
 #   USE_DEVHOST=1 scripts/run-local.sh   use the local host even when `func` is installed
+#   EXOTEL_STANDIN_PORT=18088 RECORDINGS_STANDIN_PORT=18090 OPENAI_STANDIN_PORT=18080   the stand-ins' ports
+#   SVC_DIR, AZ_*_PORT, REDIS_PORT, PG_PORT, IMAP_PORT, IMAPS_PORT   the services' (see scripts/services.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,14 +18,20 @@ PORT="${PORT:-7071}"
 RUN_DIR="${RUN_DIR:-$ROOT/.services/run-local}"
 HOST_LOG="$RUN_DIR/host.log"
 PY="$ROOT/.venv/bin/python"
+EXOTEL_STANDIN_PORT="${EXOTEL_STANDIN_PORT:-18088}"
+RECORDINGS_STANDIN_PORT="${RECORDINGS_STANDIN_PORT:-18090}"
+OPENAI_STANDIN_PORT="${OPENAI_STANDIN_PORT:-18080}"
 HOST_PID=""
 TAIL_PID=""
 SERVICES_STARTED=0
+STANDIN_PIDS=()
+STANDIN_LOGS=()
+STANDIN_INFO=()
 
 say() { printf 'run-local: %s\n' "$*" >&2; }
 
 cleanup() {
-    local rc=$?
+    local rc=$? pid
     trap - EXIT INT TERM
     if [[ -n "$HOST_PID" ]] && kill -0 "$HOST_PID" 2>/dev/null; then
         say "stopping the functions host (pid $HOST_PID)"
@@ -31,6 +40,14 @@ cleanup() {
         kill -0 "$HOST_PID" 2>/dev/null && { say "host did not stop in 30 s; killing it"; kill -KILL "$HOST_PID" 2>/dev/null || true; }
         wait "$HOST_PID" 2>/dev/null || true
     fi
+    # The stand-ins outlive the host so that work it finishes while stopping can still reach them.
+    for pid in "${STANDIN_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STANDIN_PIDS[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    ((${#STANDIN_PIDS[@]})) && say "stopped the stand-ins"
     if [[ -n "$TAIL_PID" ]]; then kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; fi
     if [[ "$SERVICES_STARTED" == 1 && "${KEEP_SERVICES:-0}" != 1 ]]; then
         say "stopping local services (KEEP_SERVICES=1 keeps them)"
@@ -42,6 +59,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # 1. Python environment ------------------------------------------------------------------------
 if [[ ! -x "$PY" ]]; then
@@ -56,30 +75,23 @@ if [[ "$(cat .venv/.requirements-hash 2>/dev/null || true)" != "$REQ_HASH" ]]; t
 fi
 
 # 2. Local services ----------------------------------------------------------------------------
-say "starting local services (scripts/services.sh up)"
-SERVICES_STARTED=1
+if scripts/services.sh status >/dev/null 2>&1; then
+    say "reusing the local services already running in ${SVC_DIR:-/tmp/banxway-services} (left running on exit)"
+else
+    say "starting local services (scripts/services.sh up)"
+    SERVICES_STARTED=1
+fi
 scripts/services.sh up
+ENV_FILE="$(scripts/services.sh env)"
 # shellcheck disable=SC1090
-. "$(scripts/services.sh env)"
+. "$ENV_FILE"
 mkdir -p "$RUN_DIR"
 
 # 3. Schema ------------------------------------------------------------------------------------
-if [[ -f shared/store/migrate.py ]]; then
-    say "applying the database schema (baseline + migrations)"
-    "$PY" -m shared.store.migrate --baseline
-else
-    say "SKIPPED schema: shared/store/migrate.py is not there yet (store issue)"
-fi
+say "applying the database schema (baseline + migrations)"
+"$PY" -m shared.store.migrate --baseline
 
-# 4. Demo data: an email account on the local Dovecot (IMAPS, services CA) and a few emails -----
-if [[ -f scripts/seed_demo.py ]]; then
-    say "seeding the demo email account and emails"
-    "$PY" scripts/seed_demo.py
-else
-    say "SKIPPED demo data: scripts/seed_demo.py is not there yet (needs the store)"
-fi
-
-# 5. local.settings.json -----------------------------------------------------------------------
+# 4. local.settings.json (before seeding: the demo account's password is encrypted with its key) ----
 if [[ ! -f local.settings.json ]]; then
     say "writing local.settings.json (from local.settings.json.example and the services' env)"
     "$PY" - <<'PYEOF'
@@ -87,30 +99,109 @@ import json, os, secrets
 from pathlib import Path
 example = Path("local.settings.json.example")
 doc = json.loads(example.read_text()) if example.exists() else {"IsEncrypted": False, "Values": {}}
+placeholders = dict(doc.get("Values", {}))
 values = doc.setdefault("Values", {})
 values.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
 for name in ("AzureWebJobsStorage", "REDIS_URL", "DATABASE_URL", "IMAP_CA_FILE"):
     if os.environ.get(name):
         values[name] = os.environ[name]
-# Keys for the local host's FUNCTION/ADMIN routes (func start does not check keys locally).
+# Keys for the local host's FUNCTION/ADMIN routes (func start does not check keys locally): the example's
+# placeholders become random keys.
 for name in ("DEVHOST_FUNCTION_KEY", "DEVHOST_MASTER_KEY"):
-    if not values.get(name):
+    if not values.get(name) or values[name] == placeholders.get(name):
         values[name] = secrets.token_urlsafe(24)
 Path("local.settings.json").write_text(json.dumps(doc, indent=2) + "\n")
 os.chmod("local.settings.json", 0o600)
 PYEOF
 fi
 
-# 6. Stand-ins for Exotel and OpenAI (only when no real credentials are configured) -------------
-# TODO(lead): start devhost/standins/{exotel,openai}.py here once they have a CLI entry point, and point
-# EXOTEL_API_URL / OPENAI_BASE_URL at them when EXOTEL_API_KEY / OPENAI_API_KEY are not set.
-for standin in exotel openai; do
-    if [[ -f "devhost/standins/$standin.py" ]]; then
-        say "SKIPPED $standin stand-in: devhost/standins/$standin.py exists but is not wired into this script yet"
-    else
-        say "SKIPPED $standin stand-in: not built yet (a later issue); its functions need real credentials"
+# 5. Stand-ins for Exotel (+ its recording server) and OpenAI, only without real credentials -----
+# A setting counts as the host sees it: a non-empty environment variable, else local.settings.json.
+# "No real credentials": the API key is empty or still the example's placeholder. The host gets the
+# stand-ins' addresses through the environment, which wins over local.settings.json (with func start too).
+eval "$("$PY" - <<'PYEOF'
+import json, os, shlex
+from pathlib import Path
+
+def values(path):
+    file = Path(path)
+    if not file.exists():
+        return {}
+    return {k: "" if v is None else str(v) for k, v in json.loads(file.read_text()).get("Values", {}).items()}
+
+local, example = values("local.settings.json"), values("local.settings.json.example")
+for name in ("EXOTEL_SID", "EXOTEL_API_KEY", "EXOTEL_TOKEN", "EXOTEL_WHATSAPP_NUMBER", "EXOTEL_CALLBACK_SECRET",
+             "OPENAI_API_KEY", "OPENAI_API_VERSION", "RECORDING_ALLOWED_HOSTS"):
+    print(f"LS_{name}={shlex.quote(os.environ.get(name) or local.get(name, ''))}")
+for name in ("EXOTEL_API_KEY", "OPENAI_API_KEY"):
+    value = os.environ.get(name) or local.get(name, "")
+    print(f"REAL_{name}={int(bool(value) and value != example.get(name))}")
+PYEOF
+)"
+
+start_standin() {  # start_standin NAME PORT ARGS...: `python -m devhost.standins.NAME ARGS`, wait for PORT
+    local name="$1" port="$2" pid; shift 2
+    if port_open "$port"; then
+        say "port $port for the $name stand-in is in use; pick another with ${name^^}_STANDIN_PORT=..."
+        exit 1
     fi
-done
+    "$PY" -m "devhost.standins.$name" "$@" >"$RUN_DIR/$name.log" 2>&1 &
+    pid=$!
+    STANDIN_PIDS+=("$pid")
+    STANDIN_LOGS+=("$RUN_DIR/$name.log")
+    for _ in $(seq 1 100); do
+        port_open "$port" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$RUN_DIR/$name.log" >&2 || true
+    say "the $name stand-in did not open port $port (log: $RUN_DIR/$name.log)"
+    exit 1
+}
+
+if [[ "$REAL_EXOTEL_API_KEY" == 1 ]]; then
+    say "EXOTEL_API_KEY is configured: using the real Exotel (no Exotel or recording stand-in)"
+else
+    export EXOTEL_SID="${LS_EXOTEL_SID:-banxway-local}"
+    export EXOTEL_API_KEY="${LS_EXOTEL_API_KEY:-local-standin-exotel-key}"
+    export EXOTEL_TOKEN="${LS_EXOTEL_TOKEN:-local-standin-exotel-token}"
+    export EXOTEL_WHATSAPP_NUMBER="${LS_EXOTEL_WHATSAPP_NUMBER:-+911140000000}"
+    EXOTEL_CALLBACK_SECRET="${LS_EXOTEL_CALLBACK_SECRET:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(16))')}"
+    export EXOTEL_CALLBACK_SECRET
+    export EXOTEL_API_URL="http://127.0.0.1:$EXOTEL_STANDIN_PORT"
+    # The stand-in posts delivery reports (SENT, then DELIVERED) to our whatsapp_status_callback function.
+    export EXOTEL_STATUS_CALLBACK_URL="http://127.0.0.1:$PORT/api/whatsapp/status"
+    export RECORDING_ALLOWED_HOSTS="${LS_RECORDING_ALLOWED_HOSTS:+$LS_RECORDING_ALLOWED_HOSTS,}127.0.0.1"
+    export RECORDING_ALLOW_HTTP_HOSTS="127.0.0.1:$RECORDINGS_STANDIN_PORT"
+    say "no real Exotel credentials: starting the Exotel and recording stand-ins"
+    start_standin exotel "$EXOTEL_STANDIN_PORT" --port "$EXOTEL_STANDIN_PORT" --account-sid "$EXOTEL_SID" \
+        --api-key "$EXOTEL_API_KEY" --api-token "$EXOTEL_TOKEN" \
+        --dlr EX_MESSAGE_SENT --dlr EX_MESSAGE_DELIVERED --verbose
+    start_standin recordings "$RECORDINGS_STANDIN_PORT" --port "$RECORDINGS_STANDIN_PORT" \
+        --user "$EXOTEL_API_KEY" --password "$EXOTEL_TOKEN"
+    STANDIN_INFO+=("Exotel stand-in      $EXOTEL_API_URL  (log $RUN_DIR/exotel.log)")
+    STANDIN_INFO+=("recording stand-in   http://127.0.0.1:$RECORDINGS_STANDIN_PORT  (log $RUN_DIR/recordings.log)")
+fi
+if [[ "$REAL_OPENAI_API_KEY" == 1 ]]; then
+    say "OPENAI_API_KEY is configured: using the real OpenAI (no stand-in)"
+else
+    export OPENAI_API_KEY="${LS_OPENAI_API_KEY:-sk-local-standin}"
+    if [[ -n "$LS_OPENAI_API_VERSION" ]]; then  # Azure OpenAI mode: the endpoint, without /v1
+        export OPENAI_BASE_URL="http://127.0.0.1:$OPENAI_STANDIN_PORT"
+    else
+        export OPENAI_BASE_URL="http://127.0.0.1:$OPENAI_STANDIN_PORT/v1"
+    fi
+    say "no real OpenAI credentials: starting the OpenAI stand-in"
+    start_standin openai "$OPENAI_STANDIN_PORT" --port "$OPENAI_STANDIN_PORT" --api-key "$OPENAI_API_KEY"
+    STANDIN_INFO+=("OpenAI stand-in      $OPENAI_BASE_URL  (log $RUN_DIR/openai.log)")
+fi
+
+# 6. Demo data: an email account on the local Dovecot (IMAPS, the services' CA) with a few emails, and a
+# customer and thread with a pending WhatsApp message and a VOICE message to transcribe --------------
+say "seeding the demo email account, emails and messages (scripts/seed_demo.py)"
+DEMO_COMMANDS="$RUN_DIR/demo-commands.txt"
+"$PY" scripts/seed_demo.py --recordings-url "http://127.0.0.1:$RECORDINGS_STANDIN_PORT" \
+    --commands-file "$DEMO_COMMANDS" >/dev/null
 
 # 7. Functions host ------------------------------------------------------------------------------
 : > "$HOST_LOG"
@@ -125,7 +216,7 @@ else
     "$PY" -m devhost "${args[@]}" >>"$HOST_LOG" 2>&1 &
     HOST_PID=$!
 fi
-tail -n +1 -F "$HOST_LOG" 2>/dev/null &
+tail -n +1 -F "$HOST_LOG" "${STANDIN_LOGS[@]}" 2>/dev/null &
 TAIL_PID=$!
 
 ready=0
@@ -137,17 +228,25 @@ for _ in $(seq 1 150); do
 done
 [[ "$ready" == 1 ]] || { say "the host did not answer on port $PORT within 30 s; see $HOST_LOG"; exit 1; }
 
-cat >&2 <<INFO
-
-run-local: ready
-  health          http://127.0.0.1:$PORT/api/health
-  function keys   DEVHOST_FUNCTION_KEY / DEVHOST_MASTER_KEY in local.settings.json (x-functions-key header or ?code=)
-  host log        $HOST_LOG
-  services env    $(scripts/services.sh env)   (source it to use the same Azurite/Redis/PostgreSQL/Dovecot)
-  services        Azurite blob ${AZ_BLOB_PORT:-10100} queue ${AZ_QUEUE_PORT:-10101} table ${AZ_TABLE_PORT:-10102}; Redis ${REDIS_PORT:-6390}; PostgreSQL ${PG_PORT:-5440}; IMAP ${IMAP_PORT:-10143} / IMAPS ${IMAPS_PORT:-10993}
-  Ctrl-C stops the host and the services (KEEP_SERVICES=1 keeps the services)
-
-INFO
+{
+    printf '\nrun-local: ready\n'
+    printf '  health               http://127.0.0.1:%s/api/health\n' "$PORT"
+    printf '  function keys        DEVHOST_FUNCTION_KEY / DEVHOST_MASTER_KEY in local.settings.json (x-functions-key header or ?code=)\n'
+    printf '  host log             %s\n' "$HOST_LOG"
+    for line in "${STANDIN_INFO[@]}"; do printf '  %s\n' "$line"; done
+    printf '  services env         %s   (source it to use the same Azurite/Redis/PostgreSQL/Dovecot)\n' "$ENV_FILE"
+    printf '  services             Azurite blob %s queue %s table %s; Redis %s; PostgreSQL %s; IMAP %s / IMAPS %s\n' \
+        "${AZ_BLOB_PORT:-10100}" "${AZ_QUEUE_PORT:-10101}" "${AZ_TABLE_PORT:-10102}" "${REDIS_PORT:-6390}" \
+        "${PG_PORT:-5440}" "${IMAP_PORT:-10143}" "${IMAPS_PORT:-10993}"
+    printf '  demo inbox           demo-inbox@banxway.local: its emails are ingested by the email_schedule_polls timer\n'
+    printf '  try the workers      in another terminal: cd %s && . %s, then\n' "$ROOT" "$ENV_FILE"
+    sed 's/^/                         /' "$DEMO_COMMANDS"
+    if ((SERVICES_STARTED)); then
+        printf '  Ctrl-C stops the host, the stand-ins and the services (KEEP_SERVICES=1 keeps the services)\n\n'
+    else
+        printf '  Ctrl-C stops the host and the stand-ins (the services were already running and stay up)\n\n'
+    fi
+} >&2
 wait "$HOST_PID" || true
 HOST_PID=""
 say "the host exited; see $HOST_LOG"

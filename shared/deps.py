@@ -66,7 +66,8 @@ class Deps:
     def __init__(self, settings: Settings, *, message_encoding: MessageEncoding | None = None) -> None:
         self.settings = settings
         self._message_encoding = message_encoding
-        self._lock = threading.RLock()
+        self._locks_guard = threading.Lock()
+        self._locks: dict[str, threading.RLock] = {}
         self._built: dict[str, Any] = {}
         self.observers: list[JobObserver] = []
         self._register_default_observers()
@@ -81,8 +82,14 @@ class Deps:
         self.observers.append(TelemetryObserver())
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
-        # Sync functions run in the worker's thread pool: build each client exactly once.
-        with self._lock:
+        # Sync functions run in the worker's thread pool: build each client exactly once. One lock per client
+        # (re-entrant: a build may need another client), so a slow build (importing openai) never blocks the
+        # others, e.g. /api/metrics while the first transcription starts.
+        if name in self._built:
+            return self._built[name]  # type: ignore[no-any-return]
+        with self._locks_guard:
+            lock = self._locks.setdefault(name, threading.RLock())
+        with lock:
             if name not in self._built:
                 self._built[name] = build()
             return self._built[name]  # type: ignore[no-any-return]

@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import tempfile
 import threading
 import uuid
@@ -320,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="sk-test")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
+    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = OpenAIServer(args.port, api_key=args.api_key)
     log.info("OpenAI stand-in on %s", server.base_url)
     try:

@@ -23,6 +23,7 @@ import binascii
 import hmac
 import logging
 import re
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--password", default="exotel-token")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
+    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = RecordingServer(args.port, user=args.user, password=args.password)
     log.info("recording stand-in on %s", server.url)
     try:
