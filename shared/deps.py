@@ -33,6 +33,7 @@ __all__ = ["Deps", "QueueMessageLike", "get_deps", "host_queue_settings", "reset
 
 _HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class QueueMessageLike(Protocol):
@@ -164,14 +165,8 @@ class Deps:
         def build() -> QueueServiceClient:
             from azure.storage.queue import QueueServiceClient
 
-            s = self.settings
-            if s.storage_connection_string is not None:
-                return QueueServiceClient.from_connection_string(s.storage_connection_string.get_secret_value())
-            if s.storage_queue_service_uri is not None:
-                return QueueServiceClient(s.storage_queue_service_uri, credential=self._credential())
-            raise ConfigurationError(
-                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__queueServiceUri "
-                "for an identity-based connection"
+            return self._storage_client(
+                QueueServiceClient, self.settings.storage_queue_service_uri, "AzureWebJobsStorage__queueServiceUri"
             )
 
         return self._once("queue_service", build)
@@ -181,17 +176,32 @@ class Deps:
         def build() -> BlobServiceClient:
             from azure.storage.blob import BlobServiceClient
 
-            s = self.settings
-            if s.storage_connection_string is not None:
-                return BlobServiceClient.from_connection_string(s.storage_connection_string.get_secret_value())
-            if s.storage_blob_service_uri is not None:
-                return BlobServiceClient(s.storage_blob_service_uri, credential=self._credential())
-            raise ConfigurationError(
-                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri "
-                "for an identity-based connection"
+            return self._storage_client(
+                BlobServiceClient, self.settings.storage_blob_service_uri, "AzureWebJobsStorage__blobServiceUri"
             )
 
         return self._once("blob_service", build)
+
+    def storage_client_options(self) -> dict[str, Any]:
+        """Keyword options for the storage clients (retry policy, timeouts); the SDK defaults here.
+
+        Subclasses override it, e.g. the ops command line caps retries so it fails in seconds.
+        """
+        return {}
+
+    def _storage_client(self, client_class: type[S], service_uri: str | None, uri_setting: str) -> S:
+        """A queue or blob service client from the connection string, or identity-based from its URI."""
+        options = self.storage_client_options()
+        connection_string = self.settings.storage_connection_string
+        if connection_string is not None:
+            return client_class.from_connection_string(  # type: ignore[attr-defined,no-any-return]
+                connection_string.get_secret_value(), **options
+            )
+        if service_uri is not None:
+            return client_class(service_uri, credential=self._credential(), **options)  # type: ignore[call-arg]
+        raise ConfigurationError(
+            f"missing settings: set AzureWebJobsStorage, or {uri_setting} for an identity-based connection"
+        )
 
     @property
     def queues(self) -> QueueOps:

@@ -35,8 +35,7 @@ from shared.settings import Settings
 from shared.store.errors import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobServiceClient
-    from azure.storage.queue import QueueServiceClient
+    pass
 
 __all__ = ["STORAGE_CONNECTION_TIMEOUT_S", "STORAGE_RETRY_TOTAL", "CliDeps", "ExitCode", "build_parser", "main"]
 
@@ -115,7 +114,7 @@ def _progress(err: IO[str], verb: str) -> Callable[[int], None]:
 class CliDeps(Deps):
     """``Deps`` whose storage clients give up after ``STORAGE_RETRY_TOTAL`` quick retries (an operator waits)."""
 
-    def _storage_options(self) -> dict[str, Any]:
+    def storage_client_options(self) -> dict[str, Any]:
         from azure.storage.queue import LinearRetry
 
         return {
@@ -125,52 +124,6 @@ class CliDeps(Deps):
             "connection_timeout": STORAGE_CONNECTION_TIMEOUT_S,
             "read_timeout": STORAGE_READ_TIMEOUT_S,
         }
-
-    @property
-    def queue_service(self) -> QueueServiceClient:
-        """The queue service client, with the command line's retry cap."""
-
-        def build() -> QueueServiceClient:
-            from azure.storage.queue import QueueServiceClient
-
-            s = self.settings
-            if s.storage_connection_string is not None:
-                return QueueServiceClient.from_connection_string(
-                    s.storage_connection_string.get_secret_value(), **self._storage_options()
-                )
-            if s.storage_queue_service_uri is not None:
-                return QueueServiceClient(
-                    s.storage_queue_service_uri, credential=self._credential(), **self._storage_options()
-                )
-            raise ConfigurationError(
-                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__queueServiceUri "
-                "for an identity-based connection"
-            )
-
-        return self._once("queue_service", build)
-
-    @property
-    def blob_service(self) -> BlobServiceClient:
-        """The blob service client (dead-letter overflow bodies), with the command line's retry cap."""
-
-        def build() -> BlobServiceClient:
-            from azure.storage.blob import BlobServiceClient
-
-            s = self.settings
-            if s.storage_connection_string is not None:
-                return BlobServiceClient.from_connection_string(
-                    s.storage_connection_string.get_secret_value(), **self._storage_options()
-                )
-            if s.storage_blob_service_uri is not None:
-                return BlobServiceClient(
-                    s.storage_blob_service_uri, credential=self._credential(), **self._storage_options()
-                )
-            raise ConfigurationError(
-                "missing settings: set AzureWebJobsStorage, or AzureWebJobsStorage__blobServiceUri "
-                "for an identity-based connection"
-            )
-
-        return self._once("blob_service", build)
 
 
 # --- commands ----------------------------------------------------------------------------------------
