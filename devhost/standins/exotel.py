@@ -27,7 +27,6 @@ import hmac
 import json
 import logging
 import math
-import signal
 import threading
 import time
 import urllib.request
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+from devhost.standins import serve_until_stopped
 
 __all__ = ["DLR_STATUS_CODES", "ExotelStandin", "RateLimit", "RecordedRequest", "main"]
 
@@ -429,21 +430,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     if args.verbose:
         logger.setLevel(logging.DEBUG)
-    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
-    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     rule = RateLimit(args.rate, args.window_s, args.mode) if args.rate else None
     standin = ExotelStandin(
         account_sid=args.account_sid, api_key=args.api_key, api_token=args.api_token, rate_limit=rule,
         port=args.port, auto_dlr=tuple(args.dlr),
     )
     logger.info("Exotel stand-in on %s", standin.url)
-    try:
-        standin._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        standin._server.server_close()
+    serve_until_stopped(standin._server)
 
 
 if __name__ == "__main__":

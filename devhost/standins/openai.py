@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import re
-import signal
 import tempfile
 import threading
 import uuid
@@ -33,6 +32,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import av
+
+from devhost.standins import serve_until_stopped, serving_in_thread
 
 __all__ = ["MAX_BODY_BYTES", "OpenAIServer", "main", "parse_multipart", "running_openai_server"]
 
@@ -304,14 +305,8 @@ def _answer(model: str, response_format: str, duration_s: float, language: str) 
 def running_openai_server(**kwargs: Any) -> Iterator[OpenAIServer]:
     """Start an ``OpenAIServer`` on a free port in a thread; shut it down afterwards."""
     server = OpenAIServer(**kwargs)
-    thread = threading.Thread(target=server.serve_forever, name="openai-standin", daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server, "openai-standin"):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,17 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="sk-test")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
-    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = OpenAIServer(args.port, api_key=args.api_key)
     log.info("OpenAI stand-in on %s", server.base_url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
 if __name__ == "__main__":

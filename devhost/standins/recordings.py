@@ -23,7 +23,6 @@ import binascii
 import hmac
 import logging
 import re
-import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from devhost.standins import serve_until_stopped, serving_in_thread
 from devhost.standins.audio import generate_recording
 
 __all__ = ["RecordingServer", "main", "running_recording_server"]
@@ -181,16 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def running_recording_server(**kwargs: Any) -> Iterator[RecordingServer]:
-    """Start a ``RecordingServer`` on a free port in a thread; shut it down afterwards."""
+    """Start an ``RecordingServer`` on a free port in a thread; shut it down afterwards."""
     server = RecordingServer(**kwargs)
-    thread = threading.Thread(target=server.serve_forever, name="recording-standin", daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server, "recording-standin"):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,17 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--password", default="exotel-token")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    # SIGTERM (how scripts/run-local.sh stops it) ends serve_forever like Ctrl-C, so the socket (and any
-    # temporary files) are closed. SIGINT keeps its inherited handling (ignored in a background job).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = RecordingServer(args.port, user=args.user, password=args.password)
     log.info("recording stand-in on %s", server.url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(server)
 
 
 if __name__ == "__main__":
