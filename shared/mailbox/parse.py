@@ -108,7 +108,7 @@ def decode_text(payload: bytes, charset: str | None, defects: list[str] | None =
 
     Declared and valid → that. Declared but invalid bytes → UTF-8 if that fits, else the declared charset
     with U+FFFD for the bad bytes. Undeclared, ASCII or unknown (``uft-8``) → UTF-8, else Windows-1252.
-    Problems are noted in ``defects``.
+    Problems are noted in ``defects``. Line endings come back as ``\n`` (mail travels with CRLF).
     """
     declared = charset.strip().strip('"').lower() if charset else None
     if declared:
@@ -119,17 +119,21 @@ def decode_text(payload: bytes, charset: str | None, defects: list[str] | None =
             declared = None
     if declared and declared not in ("us-ascii", "ascii"):
         try:
-            return _no_nul(payload.decode(declared))
+            return _body_text(payload.decode(declared))
         except UnicodeDecodeError:
             _note(defects, f"text is not valid {declared}")
         if codecs.lookup(declared).name != "utf-8":
             with contextlib.suppress(UnicodeDecodeError):
-                return _no_nul(payload.decode("utf-8"))
-        return _no_nul(payload.decode(declared, errors="replace"))
+                return _body_text(payload.decode("utf-8"))
+        return _body_text(payload.decode(declared, errors="replace"))
     try:
-        return _no_nul(payload.decode("utf-8"))
+        return _body_text(payload.decode("utf-8"))
     except UnicodeDecodeError:
-        return _no_nul(payload.decode("cp1252", errors="replace"))
+        return _body_text(payload.decode("cp1252", errors="replace"))
+
+
+def _body_text(text: str) -> str:
+    return _no_nul(text).replace("\r\n", "\n")
 
 
 def _note(defects: list[str] | None, text: str) -> None:

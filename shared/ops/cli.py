@@ -33,6 +33,7 @@ from shared.ops.queue_stats import queue_stats, worker_queues
 from shared.redaction import redact
 from shared.settings import Settings
 from shared.store.errors import StoreError, StoreUnavailable
+from shared.whatsapp.handler import queue_for_priority
 
 if TYPE_CHECKING:
     pass
@@ -216,6 +217,9 @@ def _cmd_enqueue(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[str
         return ExitCode.INVALID_JOB
     if args.reset_attempt:
         job = job.model_copy(update={"attempt": 1})
+    if kind == "whatsapp" and queue == deps.settings.whatsapp_queue_name:
+        # As the main API does: a high priority (1 = highest) goes to the priority lane.
+        queue = queue_for_priority(job.payload.priority, deps.settings)
     deps.queues.send(queue, job.to_json(), delay_s=args.delay_s)
     _out(out, args, {"queue": queue, "job_id": job.id}, lambda: [f"enqueued job {job.id} on {queue}"])
     return ExitCode.OK

@@ -182,3 +182,11 @@ def test_an_unusual_message_id_is_kept_exactly_so_replies_still_match_it() -> No
     assert parsed.message_id == odd
     assert parsed.in_reply_to == odd
     assert parsed.references == ["<a@b>", odd]
+
+
+def test_body_line_endings_are_stored_as_newlines_not_crlf() -> None:
+    raw = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: lines\r\nMessage-ID: <crlf@example.com>\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\nfirst line\r\nsecond line\r\n")
+    parsed = parse_email(raw)
+    assert "\r" not in parsed.text
+    assert parsed.text.startswith("first line\nsecond line")

@@ -130,6 +130,18 @@ def test_enqueue_validates_and_sends(make_ops_deps):
     assert _run(deps, "enqueue", "nope", "{}")[0] == ExitCode.USAGE
 
 
+def test_enqueue_sends_a_high_priority_whatsapp_job_to_the_priority_lane(make_ops_deps):
+    deps = make_ops_deps(database=False)
+    urgent = dict(_send_payload(), priority=1)
+    code, out, _ = _run(deps, "--json", "enqueue", "whatsapp", json.dumps(urgent))
+    assert code == ExitCode.OK
+    assert json.loads(out)["queue"] == deps.settings.whatsapp_priority_queue_name
+    sent = json.loads(receive_one(deps, deps.settings.whatsapp_priority_queue_name).get_body())
+    assert sent["payload"]["priority"] == 1
+    code, out, _ = _run(deps, "--json", "enqueue", "whatsapp", json.dumps(dict(_send_payload(), priority=7)))
+    assert json.loads(out)["queue"] == deps.settings.whatsapp_queue_name
+
+
 def test_poll_now_enqueues_poll_inbox_for_an_active_imap_enabled_account(make_ops_deps, database_url):
     deps = make_ops_deps()
     account = insert_email_account(database_url)
