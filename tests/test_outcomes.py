@@ -221,3 +221,52 @@ def test_deferrals_end_in_the_dead_letter_once_the_job_is_too_old(ops, unique_qu
     letter = DeadLetter.parse(poisoned)
     assert letter.reason.startswith("deferred for ")
     assert letter.reason.endswith("exotel circuit open")
+
+
+_VALID = {
+    "email": {"action": "POLL_INBOX", "data": {"accountId": THREAD_ID}},
+    "whatsapp": SEND,
+    "transcription": {"messageId": MESSAGE_ID, "threadId": THREAD_ID,
+                      "audioUrl": "https://recordings.exotel.com/exotelrecordings/acme/call.mp3", "callSid": "c1"},
+}
+# For each kind: a payload missing a field, and one with a wrong type, and the field the error must name.
+_MISSING = {
+    "email": ({"action": "POLL_INBOX", "data": {}}, "data.accountId"),
+    "whatsapp": ({"action": "SEND_MEDIA", "data": dict(SEND["data"], mediaType="image")}, "data.mediaUrl"),
+    "transcription": ({k: v for k, v in _VALID["transcription"].items() if k != "callSid"}, "callSid"),
+}
+_WRONG_TYPE = {
+    "email": ({"action": "POLL_INBOX", "data": {"accountId": 42}}, "data.accountId"),
+    "whatsapp": ({"action": "SEND_MESSAGE", "data": dict(SEND["data"], to=919876543210)}, "data.to"),
+    "transcription": (dict(_VALID["transcription"], audioUrl=["x"]), "audioUrl"),
+}
+_UNKNOWN_ACTION = {"email": {"action": "PROCESS_EMAIL", "data": {}}, "whatsapp": {"action": "PROCESS_INBOUND"}}
+
+
+def _bad_bodies():
+    for kind in ("email", "whatsapp", "transcription"):
+        yield kind, "malformed-json", json.dumps(_VALID[kind])[:-1], "message body is not valid JSON"
+        if kind in _UNKNOWN_ACTION:
+            yield kind, "unknown-action", json.dumps(_UNKNOWN_ACTION[kind]), "action: unknown action"
+        payload, field = _MISSING[kind]
+        yield kind, "missing-field", json.dumps(payload), f"{field}: Field required"
+        payload, field = _WRONG_TYPE[kind]
+        yield kind, "wrong-type", json.dumps(payload), f"{field}: "
+        yield kind, "oversized", json.dumps(dict(_VALID[kind], pad="x" * MAX_MESSAGE_BYTES)), "the limit is"
+
+
+@pytest.mark.parametrize(("kind", "defect", "body", "reason"), list(_bad_bodies()),
+                         ids=[f"{k}-{d}" for k, d, _, _ in _bad_bodies()])
+def test_every_kind_of_bad_message_is_dead_lettered_naming_what_is_wrong(ops, unique_queue_name, kind, defect,
+                                                                         body, reason):
+    queue = unique_queue_name()
+    called = []
+    result = run_job(kind=kind, queue=queue, body=body, message_id="qm-1", handler=called.append, queues=ops,
+                     policy=POLICY)
+    assert called == []
+    assert result.outcome is Outcome.DEAD_LETTERED
+    (poisoned,) = _drain(ops, poison_queue_name(queue))
+    letter = DeadLetter.parse(poisoned)
+    assert reason in letter.reason
+    assert letter.reason.startswith(f"invalid {kind} job: ")
+    assert ops.read_dead_letter_body(letter) == body
