@@ -6,7 +6,7 @@ helpers to enqueue, wait and call HTTP routes. The process-wide ``Deps`` are res
 so one test's clients never serve another's settings.
 """
 
-# ruff: noqa: PLR0917 - tests and fixtures take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

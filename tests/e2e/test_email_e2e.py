@@ -1,7 +1,7 @@
 """Email poller end to end: the timer fans out, the queue trigger polls Dovecot, messages land once in the
 database and attachments in Azurite."""
 
-# ruff: noqa: PLR0917 - tests and fixtures take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

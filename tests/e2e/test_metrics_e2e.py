@@ -1,6 +1,6 @@
 """/api/metrics and /api/health/ready through the local host: the counters match what the workers did."""
 
-# ruff: noqa: PLR0917 - tests and fixtures take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The poller records each successful poll, so ``banxway_email_poll_lag_seconds`` reads as the KQL expects."""
 
-# ruff: noqa: PLR0917 - integration tests take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

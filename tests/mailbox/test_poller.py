@@ -1,6 +1,6 @@
 """The poller end to end on Dovecot, PostgreSQL, Azurite and Redis: exactly once, resumable, threaded."""
 
-# ruff: noqa: PLR0917 - integration tests take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Timer fan-out and the queue handler through the real job boundary (Azurite queues, Postgres, Dovecot)."""
 
-# ruff: noqa: PLR0917 - integration tests take their fixtures as positional parameters
+
 
 from __future__ import annotations
 

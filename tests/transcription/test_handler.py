@@ -1,6 +1,6 @@
 """The transcription job end to end against the real store (PostgreSQL), Redis and the two stand-ins."""
 
-# ruff: noqa: PLR0917 - integration tests take their fixtures as positional parameters
+
 
 from __future__ import annotations
 
