@@ -6,8 +6,6 @@ helpers to enqueue, wait and call HTTP routes. The process-wide ``Deps`` are res
 so one test's clients never serve another's settings.
 """
 
-
-
 from __future__ import annotations
 
 import contextlib

@@ -1,8 +1,6 @@
 """Email poller end to end: the timer fans out, the queue trigger polls Dovecot, messages land once in the
 database and attachments in Azurite."""
 
-
-
 from __future__ import annotations
 
 from collections.abc import Callable

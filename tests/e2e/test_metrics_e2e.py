@@ -1,7 +1,5 @@
 """/api/metrics and /api/health/ready through the local host: the counters match what the workers did."""
 
-
-
 from __future__ import annotations
 
 import json

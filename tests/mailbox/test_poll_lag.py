@@ -1,7 +1,5 @@
 """The poller records each successful poll, so ``banxway_email_poll_lag_seconds`` reads as the KQL expects."""
 
-
-
 from __future__ import annotations
 
 import time

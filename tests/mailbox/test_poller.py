@@ -1,7 +1,5 @@
 """The poller end to end on Dovecot, PostgreSQL, Azurite and Redis: exactly once, resumable, threaded."""
 
-
-
 from __future__ import annotations
 
 import json

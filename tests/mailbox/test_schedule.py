@@ -1,7 +1,5 @@
 """Timer fan-out and the queue handler through the real job boundary (Azurite queues, Postgres, Dovecot)."""
 
-
-
 from __future__ import annotations
 
 import json

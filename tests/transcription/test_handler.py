@@ -1,7 +1,5 @@
 """The transcription job end to end against the real store (PostgreSQL), Redis and the two stand-ins."""
 
-
-
 from __future__ import annotations
 
 import dataclasses
