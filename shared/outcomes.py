@@ -115,7 +115,6 @@ def run_job(
     Returns what was done. Unexpected exceptions from the handler propagate (the host retries them).
     """
     started = clock()
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     job: Envelope[Any] | None = None
     try:
         job = parse_job(kind, body, message_id=message_id)
@@ -124,12 +123,12 @@ def run_job(
     except RetryLater as exc:
         assert job is not None  # parse_job raises Reject, never RetryLater
         result = _retry_or_give_up(
-            exc, job, kind=kind, queue=queue, text=text, queues=queues, policy=policy, elapsed_s=clock() - started
+            exc, job, kind=kind, queue=queue, body=body, queues=queues, policy=policy, elapsed_s=clock() - started
         )
     except Reject as exc:
         attempts = job.attempt if job else 1
         queues.dead_letter(
-            queue, text, reason=exc.reason, error_class=type(exc).__name__, attempts=attempts,
+            queue, body, reason=exc.reason, error_class=type(exc).__name__, attempts=attempts,
             job_id=job.id if job else message_id,
         )
         log.warning(
@@ -158,7 +157,7 @@ def _retry_or_give_up(
     *,
     kind: JobKind,
     queue: str,
-    text: str,
+    body: str | bytes,
     queues: QueueOps,
     policy: RetryPolicy,
     elapsed_s: float,
@@ -172,7 +171,7 @@ def _retry_or_give_up(
     if give_up is not None:
         reason = give_up
         queues.dead_letter(
-            queue, text, reason=reason, error_class=type(exc).__name__, attempts=job.attempt, job_id=job.id
+            queue, body, reason=reason, error_class=type(exc).__name__, attempts=job.attempt, job_id=job.id
         )
         log.warning("job dead-lettered: queue=%s job_id=%s reason=%s", queue, job.id, reason)
         return JobResult(Outcome.DEAD_LETTERED, queue, kind, job, elapsed_s, reason=reason, error_code=exc.code)

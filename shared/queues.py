@@ -11,6 +11,8 @@ form would not fit in a queue message keeps its body in the ``dead-letters`` blo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -68,10 +70,21 @@ class DeadLetter:
     job_id: str | None = None
     dead_lettered_at: str | None = None
     body_blob: str | None = None
+    body_base64: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> DeadLetter:
-        """Read a poison-queue message body. A body we did not wrap is the original message itself."""
+    def parse(cls, content: str | bytes) -> DeadLetter:
+        """Read a poison-queue message body. A body we did not wrap is the original message itself.
+
+        A bare body that is not UTF-8 text (the host copies what it could not process) is kept as base64.
+        """
+        if isinstance(content, bytes):
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError:
+                return cls(body=None, body_base64=base64.b64encode(content).decode("ascii"))
+        else:
+            text = content
         try:
             data = json.loads(text)
         except ValueError:
@@ -88,7 +101,22 @@ class DeadLetter:
             job_id=meta.get("jobId"),
             dead_lettered_at=meta.get("at"),
             body_blob=data.get("bodyBlob"),
+            body_base64=data.get("bodyBase64"),
         )
+
+
+class _LenientBase64DecodePolicy(BinaryBase64DecodePolicy):
+    """Base64 like the host, but a message that is not base64 comes back as its raw text.
+
+    The host moves a message it cannot decode to ``-poison`` as it was stored; one such message must not
+    make every listing, replay or purge of that queue fail.
+    """
+
+    def decode(self, content: str, response: Any) -> bytes:  # noqa: ARG002 - the SDK's signature
+        try:
+            return base64.b64decode(content.encode("utf-8"), validate=True)
+        except (ValueError, TypeError):
+            return content.encode("utf-8")
 
 
 class QueueOps:
@@ -114,10 +142,9 @@ class QueueOps:
         client = self._clients.get(queue)
         if client is None:
             if self._encoding == "base64":
+                decode = _LenientBase64DecodePolicy()
                 client = self._service.get_queue_client(
-                    queue,
-                    message_encode_policy=BinaryBase64EncodePolicy(),
-                    message_decode_policy=BinaryBase64DecodePolicy(),
+                    queue, message_encode_policy=BinaryBase64EncodePolicy(), message_decode_policy=decode
                 )
             else:
                 client = self._service.get_queue_client(queue)
@@ -127,17 +154,23 @@ class QueueOps:
     def send(
         self,
         queue: str,
-        body: str | Mapping[str, Any],
+        body: str | bytes | Mapping[str, Any],
         *,
         delay_s: float = 0,
         time_to_live_s: int | None = None,
     ) -> str:
-        """Put one message on ``queue`` (created if missing), visible after ``delay_s``. Returns its id."""
-        text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        data = text.encode("utf-8")
+        """Put one message on ``queue`` (created if missing), visible after ``delay_s``. Returns its id.
+
+        ``bytes`` are sent as they are (a replayed body that is not UTF-8 text); that needs base64 encoding.
+        """
+        if isinstance(body, bytes):
+            data = body
+        else:
+            text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            data = text.encode("utf-8")
         if len(data) > MAX_MESSAGE_BYTES:
             raise ValueError(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-        content: bytes | str = data if self._encoding == "base64" else text
+        content: bytes | str = data if self._encoding == "base64" else data.decode("utf-8")
         visibility = max(0, min(round(delay_s), MAX_VISIBILITY_DELAY_S))
         client = self.client(queue)
         try:
@@ -174,14 +207,17 @@ class QueueOps:
     def dead_letter(
         self,
         queue: str,
-        body: str,
+        body: str | bytes,
         *,
         reason: str,
         error_class: str,
         attempts: int,
         job_id: str | None = None,
     ) -> str:
-        """Move a message to ``<queue>-poison`` with the reason; the original body is kept byte for byte."""
+        """Move a message to ``<queue>-poison`` with the reason; the original body is kept byte for byte.
+
+        A body that is not UTF-8 text is kept as ``bodyBase64``; one too large to wrap goes to blob storage.
+        """
         meta = {
             "queue": queue,
             "reason": reason[:_MAX_REASON_CHARS],
@@ -190,30 +226,43 @@ class QueueOps:
             "jobId": job_id,
             "at": datetime.now(UTC).isoformat(),
         }
-        record: dict[str, Any] = {"deadLetter": meta, "body": body}
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        try:
+            record: dict[str, Any] = {"deadLetter": meta, "body": raw.decode("utf-8")}
+        except UnicodeDecodeError:
+            record = {"deadLetter": meta, "body": None, "bodyBase64": base64.b64encode(raw).decode("ascii")}
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            record = {"deadLetter": meta, "body": None, "bodyBlob": self._store_body(queue, body)}
+            record = {"deadLetter": meta, "body": None, "bodyBlob": self._store_body(queue, raw)}
             text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         # Dead letters never expire: an operator decides what happens to them.
         return self.send(poison_queue_name(queue), text, time_to_live_s=-1)
 
     def read_dead_letter_body(self, letter: DeadLetter) -> str:
-        """The original body of a dead letter, from the message or from its overflow blob."""
+        """The original body of a dead letter as text (raises ``UnicodeDecodeError`` for a binary one)."""
+        return self.read_dead_letter_bytes(letter).decode("utf-8")
+
+    def read_dead_letter_bytes(self, letter: DeadLetter) -> bytes:
+        """The original body of a dead letter, byte for byte: from the message or its overflow blob."""
         if letter.body is not None:
-            return letter.body
+            return letter.body.encode("utf-8")
+        if letter.body_base64 is not None:
+            try:
+                return base64.b64decode(letter.body_base64, validate=True)
+            except binascii.Error as exc:
+                raise ValueError("dead letter's bodyBase64 is not valid base64") from exc
         if letter.body_blob is None:
             raise ValueError("dead letter has neither a body nor a body blob")
         container, _, name = letter.body_blob.partition("/")
         blob = self._require_blob_service().get_blob_client(container, name)
-        return blob.download_blob().readall().decode("utf-8")
+        return blob.download_blob().readall()
 
-    def _store_body(self, queue: str, body: str) -> str:
+    def _store_body(self, queue: str, body: bytes) -> str:
         name = f"{queue}/{datetime.now(UTC):%Y/%m/%d}/{uuid.uuid4()}.txt"
         container = self._require_blob_service().get_container_client(DEAD_LETTER_CONTAINER)
         with contextlib.suppress(ResourceExistsError):
             container.create_container()
-        container.upload_blob(name, body.encode("utf-8"), overwrite=False)
+        container.upload_blob(name, body, overwrite=False)
         return f"{DEAD_LETTER_CONTAINER}/{name}"
 
     def _require_blob_service(self) -> BlobServiceClient:

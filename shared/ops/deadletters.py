@@ -113,9 +113,8 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _entry(message: QueueMessage) -> DeadLetterEntry:
-    content = message.content
-    text = content.decode("utf-8", errors="replace") if isinstance(content, bytes) else str(content)
-    return DeadLetterEntry(str(message.id), DeadLetter.parse(text), message.inserted_on, message.dequeue_count)
+    content = message.content if isinstance(message.content, bytes) else str(message.content)
+    return DeadLetterEntry(str(message.id), DeadLetter.parse(content), message.inserted_on, message.dequeue_count)
 
 
 def list_dead_letters(ops: QueueOps, queue: str, *, limit: int = _PEEK_MAX) -> list[DeadLetterEntry]:
@@ -196,11 +195,16 @@ def _delete_overflow_blob(blob_service: BlobServiceClient | None, letter: DeadLe
         blob_service.get_blob_client(container, name).delete_blob()
 
 
-def _reset_attempt(body: str) -> str:
-    envelope = _json_object(body)
+def _reset_attempt(body: bytes, now: datetime) -> bytes:
+    """A replay starts afresh: attempt 1 and a new ``created_at`` (so the deferral age limit restarts)."""
+    try:
+        envelope = _json_object(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return body  # not text: replayed byte for byte
     if envelope is not None and "v" in envelope and "payload" in envelope:
         envelope["attempt"] = 1
-        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        envelope["created_at"] = now.isoformat()
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return body  # a bare payload (or not JSON at all) carries no attempt count
 
 
@@ -221,8 +225,8 @@ def retry_dead_letters(
     client = ops.client(poison_queue_name(queue))
 
     def replay(message: QueueMessage, entry: DeadLetterEntry) -> None:
-        body = ops.read_dead_letter_body(entry.letter)
-        ops.send(entry.letter.queue or queue, _reset_attempt(body))
+        body = ops.read_dead_letter_bytes(entry.letter)
+        ops.send(entry.letter.queue or queue, _reset_attempt(body, datetime.now(UTC)))
         client.delete_message(message)
         _delete_overflow_blob(blob_service, entry.letter)
         log.info("dead letter retried: queue=%s job_id=%s", queue, entry.job_id)

@@ -269,3 +269,51 @@ def test_missing_storage_settings_exit_unavailable(make_ops_deps):
     code, _, err = _run(Deps(Settings.from_env({})), "status")
     assert code == ExitCode.UNAVAILABLE
     assert "AzureWebJobsStorage" in err
+
+
+def test_a_message_the_host_could_not_decode_does_not_break_the_poison_queue_tools(make_ops_deps):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    raw = json.dumps(_send_payload())  # sent without base64: the host moves it to -poison as stored
+    poison = deps.queue_service.get_queue_client(poison_queue_name(queue))
+    poison.create_queue()
+    poison.send_message(raw)
+    code, out, _ = _run(deps, "--json", "dead-letters", "whatsapp")
+    assert code == ExitCode.OK
+    (row,) = json.loads(out)
+    assert row["reason"].startswith("moved by the Functions host")
+    assert _run(deps, "retry", "whatsapp")[0] == ExitCode.OK
+    replayed = receive_one(deps, queue)  # now base64-encoded, as the host expects
+    assert json.loads(replayed.get_body()) == json.loads(raw)
+
+
+def test_a_replayed_dead_letter_starts_a_fresh_age(make_ops_deps):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    old = {"v": 1, "id": "old-job", "type": "whatsapp", "attempt": 4, "created_at": "2026-01-01T00:00:00+00:00",
+           "payload": _send_payload()}
+    deps.queues.dead_letter(queue, json.dumps(old), reason="deferred too long", error_class="RateLimited",
+                            attempts=4, job_id="old-job")
+    assert _run(deps, "retry", "whatsapp")[0] == ExitCode.OK
+    replayed = json.loads(receive_one(deps, queue).get_body())
+    assert replayed["attempt"] == 1
+    assert replayed["created_at"] > "2026-12-01"
+
+
+def test_a_body_that_is_not_utf8_is_dead_lettered_and_replayed_byte_for_byte(make_ops_deps):
+    deps = make_ops_deps(database=False)
+    queue = deps.settings.whatsapp_queue_name
+    body = b'{"action": "SEND_MESSAGE", "note": "caf\xe9"}'  # Latin-1, not UTF-8
+    result = deps.run_message(_Message("m-1", body), kind="whatsapp", queue=queue, handler=lambda _job: None)
+    assert result.outcome is Outcome.DEAD_LETTERED
+    assert _run(deps, "retry", "whatsapp")[0] == ExitCode.OK
+    assert receive_one(deps, queue).get_body() == body
+
+
+class _Message:
+    def __init__(self, message_id, body):
+        self.id = message_id
+        self._body = body
+
+    def get_body(self):
+        return self._body
