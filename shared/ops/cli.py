@@ -268,7 +268,10 @@ def _cmd_reconcile(deps: Deps, args: argparse.Namespace, out: IO[str], err: IO[s
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("queue", help="email, whatsapp, whatsapp-priority, transcription (or a full name)")
+    parser.add_argument(
+        "queue",
+        help="email, whatsapp (the bulk lane), whatsapp-priority (the high lane), transcription (or a full name)",
+    )
     parser.add_argument("--count", type=int, help="at most this many (oldest first)")
     parser.add_argument("--older-than", type=_duration_s, metavar="DURATION", help="dead-lettered before, e.g. 2h")
     parser.add_argument("--id", action="append", help="a job id or poison message id (repeatable)")

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _PEEK_MAX = 32
 #: How long received dead letters stay hidden while we work on them.
+_MAX_STALE_PAGES = 3
 _HOLD_S = 60
 
 Progress = Callable[[int], None]
@@ -142,11 +143,20 @@ def list_dead_letters(ops: QueueOps, queue: str, *, limit: int = _PEEK_MAX) -> l
 def _receive_all(ops: QueueOps, queue: str, *, limit: int | None = None) -> Iterator[QueueMessage]:
     client = ops.client(poison_queue_name(queue))
     seen: set[str] = set()
+    stale_pages = 0
     while limit is None or len(seen) < limit:
         page = list(client.receive_messages(max_messages=_PEEK_MAX, visibility_timeout=_HOLD_S))
+        if not page:
+            return
         fresh = [m for m in page if m.id not in seen]
         if not fresh:
-            return
+            # Only messages already handled came back (their hold ran out on a long walk): keep going a
+            # little, so messages not yet seen behind them are still reached.
+            stale_pages += 1
+            if stale_pages >= _MAX_STALE_PAGES:
+                return
+            continue
+        stale_pages = 0
         for message in fresh:
             seen.add(message.id)
             yield message
