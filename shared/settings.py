@@ -129,6 +129,8 @@ class Settings(BaseModel):
     email_events_channel: str = Field("banxway:messages:created", alias="EMAIL_EVENTS_CHANNEL")
     imap_ca_file: str | None = Field(None, alias="IMAP_CA_FILE")
     imap_timeout_s: float = Field(30.0, gt=0, le=300, alias="IMAP_TIMEOUT_S")
+    # Comma-separated hosts a plain-text (imap_tls=false) account may log in to without STARTTLS: local tests only.
+    imap_allow_plaintext_hosts: str = Field("", alias="IMAP_ALLOW_PLAINTEXT_HOSTS")
 
     # --- Exotel (WhatsApp sends, recording downloads).
     exotel_sid: str | None = Field(None, alias="EXOTEL_SID")

@@ -1,9 +1,13 @@
 """Email attachments into Blob storage (Azurite locally) under deterministic names.
 
-Name: ``<sha256(Message-ID)[:32]>/<index>-<safe filename>``. Keyed by the Message-ID, not by the IMAP UID,
-so a repeated poll, a UIDVALIDITY resync or a second mailbox receiving the same email all write the same
-blob (``overwrite=True``: idempotent) instead of leaving orphans. The record kept on the message row is
-``{filename, content_type, size, sha256, container, blob_name, url, content_id, inline}``.
+Name: ``<sha256(Message-ID)[:32]>/<sha256(content)>/<index>-<safe filename>``. Keyed by the Message-ID, not
+by the IMAP UID, so a repeated poll, a UIDVALIDITY resync or a second mailbox receiving the same email all
+name the same blob instead of leaving orphans. The content hash is part of the name because Message-IDs are
+public (quoted in In-Reply-To/References): a later email reusing one, with different bytes, gets another
+name and can never replace a stored customer's attachment. Uploads never overwrite (``overwrite=False``);
+"already exists" means the same bytes are already there (the name says so), which is success. The record
+kept on the message row is ``{filename, content_type, size, sha256, container, blob_name, url, content_id,
+inline}``; its ``sha256`` is the one in ``blob_name``.
 """
 
 from __future__ import annotations
@@ -38,11 +42,11 @@ class AttachmentStoreUnavailable(RetryLater):
     code = "attachment_store_unavailable"
 
 
-def attachment_blob_name(message_id: str, index: int, filename: str) -> str:
-    """The deterministic blob name of attachment ``index`` of the email with ``message_id``."""
+def attachment_blob_name(message_id: str, index: int, filename: str, content_sha256: str) -> str:
+    """The deterministic blob name of attachment ``index`` (hex ``content_sha256``) of email ``message_id``."""
     digest = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:32]
     safe = _UNSAFE.sub("_", filename).strip("._") or "attachment"
-    return f"{digest}/{index}-{safe[-_MAX_FILENAME_CHARS:]}"
+    return f"{digest}/{content_sha256}/{index}-{safe[-_MAX_FILENAME_CHARS:]}"
 
 
 class AttachmentStore:
@@ -63,19 +67,22 @@ class AttachmentStore:
             self._ready = True
 
     def upload(self, message_id: str, attachment: ParsedAttachment) -> dict[str, Any]:
-        """Upload one attachment (overwriting the same name) and return the record for the message row.
+        """Upload one attachment (never overwriting: an existing blob of that name holds the same bytes) and
+        return the record for the message row.
 
         Raises ``AttachmentStoreUnavailable`` when Blob storage fails.
         """
-        name = attachment_blob_name(message_id, attachment.index, attachment.filename)
+        sha256 = hashlib.sha256(attachment.content).hexdigest()
+        name = attachment_blob_name(message_id, attachment.index, attachment.filename, sha256)
         try:
             self._ensure_container()
             blob = self._service.get_blob_client(self._container, name)
-            blob.upload_blob(
-                attachment.content,
-                overwrite=True,
-                content_settings=ContentSettings(content_type=attachment.content_type),
-            )
+            with contextlib.suppress(ResourceExistsError):  # an earlier poll of this very message stored it
+                blob.upload_blob(
+                    attachment.content,
+                    overwrite=False,
+                    content_settings=ContentSettings(content_type=attachment.content_type),
+                )
         except AzureError as exc:
             raise AttachmentStoreUnavailable(
                 f"attachment upload to container {self._container!r} failed: {type(exc).__name__}"
@@ -84,7 +91,7 @@ class AttachmentStore:
             "filename": attachment.filename,
             "content_type": attachment.content_type,
             "size": attachment.size,
-            "sha256": hashlib.sha256(attachment.content).hexdigest(),
+            "sha256": sha256,
             "container": self._container,
             "blob_name": name,
             "url": blob.url,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.jobs import Envelope, PollAllInboxes, PollInbox
 from shared.mailbox.attachments import AttachmentStore
-from shared.mailbox.imap import ImapConnector
+from shared.mailbox.imap import ImapConnector, plaintext_hosts
 from shared.mailbox.poller import MailboxPoller, PollConfig, PollReport
 from shared.mailbox.schedule import ScheduleReport, clear_pending, schedule_polls
 from shared.metrics import EMAIL_LAST_POLL_SUCCESS
@@ -69,7 +69,8 @@ def poll_inbox(account_id: str, deps: MailboxDeps) -> PollReport:
     poller = MailboxPoller(
         store=deps.store,
         connector=ImapConnector(ca_file=s.imap_ca_file, timeout_s=s.imap_timeout_s,
-                                connect_timeout_s=min(10.0, s.imap_timeout_s)),
+                                connect_timeout_s=min(10.0, s.imap_timeout_s),
+                                allow_plaintext_hosts=plaintext_hosts(s.imap_allow_plaintext_hosts)),
         attachments=AttachmentStore(deps.blob_service, s.email_attachments_container),
         config=PollConfig.from_settings(s),
         redis=deps.redis,

@@ -12,7 +12,8 @@ Facts it relies on (shared/reference/external-apis.md §3):
 - the FETCH result key for ``BODY.PEEK[]`` is ``b'BODY[]'``, and results may carry unsolicited entries.
 
 Errors are classified for the caller: ``ImapAuthFailed`` (the account's credentials are wrong),
-``ImapTlsFailed`` (certificate not trusted), ``ImapUnavailable`` (refused, timed out, dropped; transient)
+``ImapTlsFailed`` (certificate not trusted; ``ImapPlaintextRefused``: a plain-text account on a server without
+STARTTLS), ``ImapUnavailable`` (refused, timed out, dropped; transient)
 and ``ImapCommandFailed`` (the server said NO/BAD to a command; transient). The connection is always closed.
 """
 
@@ -40,11 +41,14 @@ __all__ = [
     "ImapConnector",
     "ImapEndpoint",
     "ImapError",
+    "ImapPlaintextRefused",
     "ImapSession",
     "ImapTlsFailed",
     "ImapUnavailable",
     "MailboxStatus",
+    "MissingBody",
     "OversizedMessage",
+    "plaintext_hosts",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,13 @@ class ImapTlsFailed(ImapError, Reject):
     """The TLS handshake failed (certificate not trusted, wrong host name); fix IMAP_CA_FILE or the host."""
 
     code = "imap_tls_failed"
+
+
+class ImapPlaintextRefused(ImapTlsFailed):
+    """The account is set up without TLS and the server offers no STARTTLS: the password is not sent in plain
+    text (unless the host is listed in ``IMAP_ALLOW_PLAINTEXT_HOSTS``, meant for local test servers)."""
+
+    code = "imap_plaintext_refused"
 
 
 class ImapUnavailable(ImapError, RetryLater):
@@ -120,6 +131,20 @@ class OversizedMessage:
 
     uid: int
     size: int
+
+
+@dataclass(frozen=True)
+class MissingBody:
+    """A message whose size was fetched but whose ``BODY[]`` the FETCH answer left out (a server hiccup, or
+    expunged meanwhile): recorded as a failure and retried on a later poll."""
+
+    uid: int
+    size: int
+
+
+def plaintext_hosts(value: str | None) -> frozenset[str]:
+    """The host names of ``IMAP_ALLOW_PLAINTEXT_HOSTS`` (comma- or space-separated, case-insensitive)."""
+    return frozenset(host.strip().lower() for host in (value or "").replace(",", " ").split() if host.strip())
 
 
 def _as_int(value: Any) -> int | None:
@@ -220,9 +245,10 @@ class ImapSession:
 
     def iter_chunks(
         self, uids: Sequence[int], *, chunk_size: int, max_message_bytes: int
-    ) -> Iterator[tuple[list[int], list[FetchedMessage | OversizedMessage]]]:
+    ) -> Iterator[tuple[list[int], list[FetchedMessage | OversizedMessage | MissingBody]]]:
         """Yield ``(requested UIDs, messages)`` chunk by chunk over ``uids`` (ascending): sizes first, then the
-        bodies of those within ``max_message_bytes``. A UID expunged meanwhile is left out of the messages."""
+        bodies of those within ``max_message_bytes``. A UID without a size (expunged before the first FETCH) is
+        left out; a UID with a size whose body the answer lacks is a ``MissingBody`` (the caller retries it)."""
         ordered = sorted(set(uids))
         for start in range(0, len(ordered), chunk_size):
             chunk = ordered[start : start + chunk_size]
@@ -231,7 +257,7 @@ class ImapSession:
             bodies: dict[int, bytes] = {}
             for batch in _byte_batches(wanted, {uid: sizes[uid][0] for uid in wanted}):
                 bodies.update(self.bodies(batch))
-            out: list[FetchedMessage | OversizedMessage] = []
+            out: list[FetchedMessage | OversizedMessage | MissingBody] = []
             for uid in chunk:
                 if uid not in sizes:
                     continue
@@ -240,6 +266,9 @@ class ImapSession:
                     out.append(OversizedMessage(uid, size))
                 elif uid in bodies:
                     out.append(FetchedMessage(uid, bodies[uid], size, internal))
+                else:
+                    log.warning("IMAP FETCH answer had no BODY[] for UID %s (%s bytes)", uid, size)
+                    out.append(MissingBody(uid, size))
             yield chunk, out
 
 
@@ -296,12 +325,14 @@ def _classify(exc: BaseException, what: str) -> ImapError | None:  # noqa: PLR09
 @dataclass(frozen=True)
 class ImapConnector:
     """Opens ``ImapSession`` s: TLS verification always on (system CAs plus ``ca_file`` for private
-    servers), connect and read timeouts always set. Plain-port endpoints upgrade with STARTTLS when the
-    server offers it."""
+    servers), connect and read timeouts always set. Plain-port endpoints upgrade with STARTTLS; when the
+    server does not offer it the password is not sent (``ImapPlaintextRefused``) unless the host is in
+    ``allow_plaintext_hosts`` (``IMAP_ALLOW_PLAINTEXT_HOSTS``: local test servers only)."""
 
     ca_file: str | None = None
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
+    allow_plaintext_hosts: frozenset[str] = frozenset()
 
     def ssl_context(self) -> ssl.SSLContext:
         """A verifying context (hostname checks on) that also trusts ``ca_file``."""
@@ -311,7 +342,8 @@ class ImapConnector:
         return context
 
     def open(self, endpoint: ImapEndpoint) -> ImapSession:
-        """Connect and log in. Raises ``ImapAuthFailed``, ``ImapTlsFailed`` or ``ImapUnavailable``."""
+        """Connect and log in. Raises ``ImapAuthFailed``, ``ImapTlsFailed`` (``ImapPlaintextRefused``) or
+        ``ImapUnavailable``."""
         timeout = SocketTimeout(connect=min(self.connect_timeout_s, self.timeout_s), read=self.timeout_s)
         context = self.ssl_context()
         with _classified(f"connect to {endpoint.host}:{endpoint.port}"):
@@ -322,12 +354,23 @@ class ImapConnector:
         try:
             with _classified("login"):
                 if not endpoint.use_tls:
-                    if client.has_capability("STARTTLS"):
-                        client.starttls(context)
-                    else:
-                        log.warning("IMAP server %s offers no TLS: logging in over plain text", endpoint.host)
+                    self._upgrade_or_refuse(client, endpoint, context)
                 client.login(endpoint.user, endpoint.password)
         except BaseException:
             session.close()
             raise
         return session
+
+    def _upgrade_or_refuse(self, client: IMAPClient, endpoint: ImapEndpoint, context: ssl.SSLContext) -> None:
+        """On a plain port: STARTTLS, or plain text for an allow-listed host, or refuse before the password."""
+        if client.has_capability("STARTTLS"):
+            client.starttls(context)
+        elif endpoint.host.lower() in self.allow_plaintext_hosts:
+            log.warning("IMAP server %s offers no TLS: logging in over plain text (allowed by "
+                        "IMAP_ALLOW_PLAINTEXT_HOSTS)", endpoint.host)
+        else:
+            raise ImapPlaintextRefused(
+                f"IMAP server {endpoint.host}:{endpoint.port} offers no TLS (no STARTTLS on a plain port): "
+                "refusing to send the password in plain text; enable TLS for the account, or list the host "
+                "in IMAP_ALLOW_PLAINTEXT_HOSTS (local test servers only)"
+            )

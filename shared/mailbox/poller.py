@@ -11,12 +11,15 @@ TLS, timeouts) → ``SELECT`` read-only → compare with the checkpoint:
 
 then fetch in chunks (sizes first; over-size messages are recorded as skipped), parse, upload attachments,
 store atomically, publish "message created", and advance the checkpoint after each chunk — only past
-messages that are stored or recorded as skipped. A message that fails is recorded with its reason; the
-checkpoint waits below it (later messages are still stored) and it is retried on the next poll, until
+messages that are stored or recorded as skipped. A message that fails (unparseable, values the store
+rejects, or a body the server left out of its FETCH answer) is recorded with its reason; the checkpoint
+waits below it (later messages are still stored) and it is retried on the next poll, until
 ``EMAIL_MAX_TRIES_PER_MESSAGE`` tries, after which it is recorded as skipped and the mailbox moves on.
 
-A wrong password or an unreachable server marks the account FAILED with a clear error; the next poll
-retries. Transient store errors propagate (the job boundary retries the job; the checkpoint is safe).
+A wrong password, an unreachable server or a plain-text server without STARTTLS marks the account FAILED
+with a clear error; the next poll retries. Store errors propagate — transient ones (the job boundary retries
+the job) and unexpected ones (a bug or schema mismatch: never counted against a message); the checkpoint is
+safe and the mailbox lease is always released.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from shared.mailbox.imap import (
     ImapError,
     ImapSession,
     MailboxStatus,
+    MissingBody,
     OversizedMessage,
 )
 from shared.mailbox.parse import EmailParseError, ParsedAttachment, parse_email
@@ -50,6 +54,8 @@ from shared.store import (
     StoreError,
     SyncState,
 )
+
+_Item = FetchedMessage | OversizedMessage | MissingBody
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -160,14 +166,17 @@ class MailboxPoller:
         if not claim.won or claim.state is None:
             report.outcome = "missing" if claim.outcome == "missing" else "held"
             return report
+        interrupted: str | None = "poll interrupted"
         try:
             self._run(account_id, claim.state, report)
+            if report.outcome in ("polled", "idle", "failed"):
+                self._store.update_poll_status(account_id, error=report.error)
+            interrupted = None
         except BaseException as exc:
-            self._release(account_id, f"poll interrupted: {type(exc).__name__}")
+            interrupted = f"poll interrupted: {type(exc).__name__}"
             raise
-        if report.outcome in ("polled", "idle", "failed"):
-            self._store.update_poll_status(account_id, error=report.error)
-        self._release(account_id, report.error)
+        finally:  # always give the lease back, whatever failed (it would block the inbox for the lease TTL)
+            self._release(account_id, interrupted or report.error)
         return report
 
     def _run(self, account_id: str, state: SyncState, report: PollReport) -> None:
@@ -266,10 +275,16 @@ class MailboxPoller:
             ):
                 raise _Stop(RuntimeError("mailbox lease lost to another poller"))
 
-    def _ingest_one(
-        self, item: FetchedMessage | OversizedMessage, account: EmailAccount, uidvalidity: int, report: PollReport
-    ) -> bool:
-        """Store or record one message; False when it failed and must be retried later."""
+    def _ingest_one(self, item: _Item, account: EmailAccount, uidvalidity: int, report: PollReport) -> bool:
+        """Store or record one message; False when it failed and must be retried later.
+
+        Only per-message failures (unparseable, rejected values, body missing from the FETCH answer) are
+        recorded and retried here; ``StoreError`` (a bug or schema mismatch) and ``StoreUnavailable`` propagate.
+        """
+        if isinstance(item, MissingBody):
+            reason = f"MissingBody: the server's FETCH answer had no BODY[] for UID {item.uid} ({item.size} bytes)"
+            return self._record_failure(item.uid, account, uidvalidity, reason, message_id=None, raw_sha256=None,
+                                        report=report)
         if isinstance(item, OversizedMessage):
             self._store.record_email_failure(
                 account_id=account.id, mailbox=self._config.mailbox, uidvalidity=uidvalidity, uid=item.uid,
@@ -294,9 +309,10 @@ class MailboxPoller:
             ))
         except AttachmentStoreUnavailable as exc:
             raise _Stop(exc) from exc
-        except (EmailParseError, InvalidRecord, StoreError) as exc:
+        except (EmailParseError, InvalidRecord) as exc:
             return self._record_failure(
-                item.uid, account, uidvalidity, exc, message_id=message_id, raw_sha256=raw_sha256, report=report
+                item.uid, account, uidvalidity, f"{type(exc).__name__}: {exc}", message_id=message_id,
+                raw_sha256=raw_sha256, report=report,
             )
         if result.created:
             report.stored += 1
@@ -308,10 +324,9 @@ class MailboxPoller:
         return True
 
     def _record_failure(
-        self, uid: int, account: EmailAccount, uidvalidity: int, exc: Exception, *,
+        self, uid: int, account: EmailAccount, uidvalidity: int, reason: str, *,
         message_id: str | None, raw_sha256: str | None, report: PollReport,
     ) -> bool:
-        reason = f"{type(exc).__name__}: {exc}"
         common: dict[str, Any] = {
             "account_id": account.id, "mailbox": self._config.mailbox, "uidvalidity": uidvalidity, "uid": uid,
             "message_id": message_id, "raw_sha256": raw_sha256,

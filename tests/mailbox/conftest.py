@@ -84,13 +84,14 @@ def make_poller(
 ) -> Callable[..., MailboxPoller]:
     """Factory: a poller on the test's store, Dovecot (verified TLS), Azurite and Redis."""
 
-    def make(*, store: Any = None, owner: str | None = None, **config: Any) -> MailboxPoller:
+    def make(*, store: Any = None, owner: str | None = None, connector: ImapConnector | None = None,
+             **config: Any) -> MailboxPoller:
         values: dict[str, Any] = {"keys": (KEY, LEGACY_KEY), "chunk_size": 10, "max_tries_per_message": 3,
                                   "events_channel": "test:messages:created"}
         values.update(config)
         return MailboxPoller(
             store=store or pg_store,
-            connector=ImapConnector(ca_file=imap_service.ca_file, timeout_s=5.0, connect_timeout_s=2.0),
+            connector=connector or ImapConnector(ca_file=imap_service.ca_file, timeout_s=5.0, connect_timeout_s=2.0),
             attachments=AttachmentStore(blob_service, attachments_container),
             config=PollConfig(**values),
             redis=redis_client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from imapclient.exceptions import IMAPClientAbortError as ImapClientAbort
@@ -14,11 +15,15 @@ from shared.mailbox.imap import (
     ImapCommandFailed,
     ImapConnector,
     ImapEndpoint,
+    ImapPlaintextRefused,
     ImapTlsFailed,
     ImapUnavailable,
+    MissingBody,
     OversizedMessage,
+    plaintext_hosts,
 )
 from tests.mailbox.messages import simple_message
+from tests.mailbox.plaintext_proxy import StartTlsHidingProxy
 from tests.support.services import ImapAccount, ImapService
 
 
@@ -164,3 +169,55 @@ def test_session_closes_even_when_the_body_raises(imap_service: ImapService, ima
         raise RuntimeError("boom")
     with pytest.raises((OSError, ImapClientAbort)):  # the socket is gone
         session.client.noop()
+
+
+def test_a_fetch_answer_without_the_body_yields_a_missing_body_item(
+    imap_service: ImapService, imap_account: ImapAccount
+) -> None:
+    for subject in ("first", "lost", "last"):
+        imap_service.append(simple_message(subject=subject), user=imap_account.user)
+    with _connector(imap_service).open(_endpoint(imap_service, imap_account)) as session:
+        session.select()
+        uids = session.uids_after(0)
+        real_fetch = session.client.fetch
+
+        def fetch(messages: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+            answer = real_fetch(messages, data, *args, **kwargs)
+            answer.get(uids[1], {}).pop(b"BODY[]", None)  # the server left this body out of its answer
+            return answer
+
+        session.client.fetch = fetch
+        items = [item for _, chunk in session.iter_chunks(uids, chunk_size=10, max_message_bytes=10_000)
+                 for item in chunk]
+
+    assert [item.uid for item in items] == uids
+    assert [type(item) for item in items] == [FetchedMessage, MissingBody, FetchedMessage]
+    assert items[1].size > 0
+
+
+def test_plain_port_without_starttls_refuses_to_send_the_password(
+    imap_service: ImapService, imap_account: ImapAccount
+) -> None:
+    with StartTlsHidingProxy(imap_service.host, imap_service.port) as proxy:
+        endpoint = ImapEndpoint("127.0.0.1", proxy.port, imap_account.user, imap_account.password, use_tls=False)
+        with pytest.raises(ImapPlaintextRefused, match="IMAP_ALLOW_PLAINTEXT_HOSTS") as info:
+            _connector(imap_service).open(endpoint)
+        sent = proxy.received
+    assert info.value.code == "imap_plaintext_refused"
+    assert isinstance(info.value, ImapTlsFailed)  # a Reject: polling again does not help until it is fixed
+    assert imap_account.password.encode() not in sent
+    assert b"LOGIN" not in sent.upper()
+
+
+def test_plain_port_without_starttls_logs_in_only_for_an_allow_listed_host(
+    imap_service: ImapService, imap_account: ImapAccount
+) -> None:
+    connector = ImapConnector(ca_file=imap_service.ca_file, timeout_s=5.0, connect_timeout_s=2.0,
+                              allow_plaintext_hosts=plaintext_hosts("mail.local, 127.0.0.1"))
+    with StartTlsHidingProxy(imap_service.host, imap_service.port) as proxy:
+        endpoint = ImapEndpoint("127.0.0.1", proxy.port, imap_account.user, imap_account.password, use_tls=False)
+        with connector.open(endpoint) as session:
+            assert session.select().exists == 0
+            assert not hasattr(session.client._imap.sock, "version")  # a plain socket: no STARTTLS happened
+    assert plaintext_hosts(" ") == frozenset()
+    assert plaintext_hosts("Mail.Local,127.0.0.1") == {"mail.local", "127.0.0.1"}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -15,11 +17,13 @@ import pytest
 import redis
 from azure.storage.blob import BlobServiceClient
 
+from shared.mailbox.imap import ImapConnector, ImapEndpoint, ImapSession
 from shared.mailbox.poller import MailboxPoller
-from shared.store import StoreError
+from shared.store import InvalidRecord, StoreError, StoreUnavailable
 from shared.store.postgres import PostgresStore
 from tests.mailbox.conftest import LEGACY_KEY
 from tests.mailbox.messages import simple_message
+from tests.mailbox.plaintext_proxy import StartTlsHidingProxy
 from tests.support.services import ImapAccount, ImapService
 
 Db = psycopg.Connection[dict[str, Any]]
@@ -339,7 +343,7 @@ def test_a_message_that_keeps_failing_is_retried_then_skipped_without_blocking_l
 
     def poison(name: str, arg: Any, _call: int) -> BaseException | None:
         if name == "record_email" and arg.message_id == "<poison@x>":
-            return StoreError("unexpected database error: value too long (SQLSTATE XX000)")
+            return InvalidRecord("value rejected by the database: value too long (SQLSTATE 22001)")
         return None
 
     store = _FaultyStore(pg_store, poison)
@@ -406,3 +410,167 @@ def test_first_sync_is_bounded_by_the_backfill_window(
     assert [r["subject"] for r in _messages(db)] == ["recent"]
     imap_service.append(simple_message(subject="later"), user=imap_account.user)
     assert make_poller().poll(account).stored == 1
+
+
+def _with_attachment(message_id: str, content: bytes, *, subject: str, content_type: str = "application/pdf") -> bytes:
+    email = EmailMessage()
+    email["From"] = "docs@example.com"
+    email["Subject"] = subject
+    email["Message-ID"] = message_id
+    email.set_content("see attachment")
+    maintype, subtype = content_type.split("/")
+    email.add_attachment(content, maintype=maintype, subtype=subtype, filename="invoice.pdf")
+    return email.as_bytes()
+
+
+def test_a_later_email_reusing_a_message_id_cannot_replace_a_stored_attachment(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], db: Db, blob_service: BlobServiceClient,
+    attachments_container: str,
+) -> None:
+    account = make_email_account(imap_account)
+    original = b"%PDF-1.4 the customer's real invoice"
+    imap_service.append(_with_attachment("<invoice-9@customer.example>", original, subject="Invoice"),
+                        user=imap_account.user)
+    assert make_poller().poll(account).stored == 1
+
+    # Message-IDs are public (quoted in In-Reply-To/References): anyone can send a mail reusing one, with an
+    # attachment of the same name at the same position.
+    forged = _with_attachment("<invoice-9@customer.example>", b"<script>forged</script>", subject="Invoice",
+                              content_type="text/html")
+    imap_service.append(forged, user=imap_account.user)
+    report = make_poller().poll(account)
+
+    assert (report.stored, report.duplicates) == (0, 1)
+    [row] = _messages(db)
+    [attachment] = row["attachments"]
+    blob = blob_service.get_blob_client(attachments_container, attachment["blob_name"])
+    assert blob.download_blob().readall() == original
+    assert attachment["sha256"] == hashlib.sha256(original).hexdigest()
+    assert blob.get_blob_properties().content_settings.content_type == "application/pdf"
+
+
+def test_an_unexpected_store_error_propagates_and_is_never_counted_as_a_message_failure(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], pg_store: PostgresStore, db: Db,
+) -> None:
+    account = make_email_account(imap_account)
+    for subject in ("ok 1", "bug", "ok 2"):
+        imap_service.append(simple_message(subject=subject, message_id=f"<{subject.replace(' ', '')}@x>"),
+                            user=imap_account.user)
+
+    def bug(name: str, arg: Any, _call: int) -> BaseException | None:
+        if name == "record_email" and arg.message_id == "<bug@x>":
+            return StoreError("unexpected database error: column does not match (SQLSTATE XX000)")
+        return None
+
+    store = _FaultyStore(pg_store, bug)
+    for _ in range(3):  # more polls than max_tries_per_message: the message is never given up on
+        with pytest.raises(StoreError, match="XX000"):
+            make_poller(store=store, max_tries_per_message=2).poll(account)
+    assert store.calls.get("record_email_failure", 0) == 0
+    assert "update_poll_status" not in store.calls  # the account does not show SUCCESS
+    assert _account(db, account)["last_poll_status"] != "SUCCESS"
+    assert db.execute("SELECT 1 FROM email_ingest_log WHERE message_id = '<bug@x>'").fetchall() == []
+    assert _state(db, account)["lease_owner"] is None
+
+    fixed = make_poller(max_tries_per_message=2).poll(account)  # the bug is fixed: nothing was lost
+    assert (fixed.stored, fixed.duplicates) == (2, 1)  # the aborted poll stopped at the bug, before "ok 2"
+    assert {r["external_id"] for r in _messages(db)} == {"<ok1@x>", "<bug@x>", "<ok2@x>"}
+
+
+@dataclass(frozen=True)
+class _BodyLosingConnector(ImapConnector):
+    """Real Dovecot sessions whose FETCH answers leave out ``BODY[]`` of messages containing ``marker``."""
+
+    marker: bytes = b"Subject: lost"
+
+    def open(self, endpoint: ImapEndpoint) -> ImapSession:
+        session = super().open(endpoint)
+        real_fetch = session.client.fetch
+
+        def fetch(messages: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+            answer = real_fetch(messages, data, *args, **kwargs)
+            for item in answer.values():
+                if self.marker in item.get(b"BODY[]", b""):
+                    del item[b"BODY[]"]
+            return answer
+
+        session.client.fetch = fetch
+        return session
+
+
+def test_a_message_whose_body_is_missing_from_the_fetch_is_retried_and_not_passed_over(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], db: Db,
+) -> None:
+    account = make_email_account(imap_account)
+    for subject in ("ok 1", "lost", "ok 2"):
+        imap_service.append(simple_message(subject=subject, message_id=f"<{subject.replace(' ', '')}@x>"),
+                            user=imap_account.user)
+    losing = _BodyLosingConnector(ca_file=imap_service.ca_file, timeout_s=5.0, connect_timeout_s=2.0)
+
+    first = make_poller(connector=losing).poll(account)
+
+    assert (first.stored, first.failed) == (2, 1)
+    uids = [uid for uid, _ in _log(db, account)]
+    assert _log(db, account) == [(uids[0], "stored"), (uids[1], "failed"), (uids[2], "stored")]
+    assert _state(db, account)["last_uid"] == uids[0]  # the checkpoint waits below the missing body
+    second = make_poller().poll(account)  # the server answers properly again
+    assert (second.stored, second.duplicates) == (1, 1)
+    assert {r["external_id"] for r in _messages(db)} == {"<ok1@x>", "<lost@x>", "<ok2@x>"}
+    assert _state(db, account)["last_uid"] == uids[2]
+
+
+def test_a_body_that_stays_missing_is_skipped_after_the_configured_tries(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], db: Db,
+) -> None:
+    account = make_email_account(imap_account)
+    for subject in ("lost", "ok"):
+        imap_service.append(simple_message(subject=subject, message_id=f"<{subject}@x>"), user=imap_account.user)
+    losing = _BodyLosingConnector(ca_file=imap_service.ca_file, timeout_s=5.0, connect_timeout_s=2.0)
+
+    assert make_poller(connector=losing, max_tries_per_message=2).poll(account).failed == 1
+    assert make_poller(connector=losing, max_tries_per_message=2).poll(account).skipped == 1
+    row = db.execute("SELECT status, last_error FROM email_ingest_log WHERE uid = %s AND email_account_id = %s",
+                     [_log(db, account)[0][0], account]).fetchone()
+    assert row is not None
+    assert row["status"] == "skipped"
+    assert "gave up after 2 tries" in row["last_error"]
+    assert "BODY[]" in row["last_error"]
+    assert make_poller(connector=losing).poll(account).outcome == "idle"
+
+
+def test_a_plain_text_account_on_a_server_without_starttls_fails_without_sending_the_password(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], db: Db,
+) -> None:
+    imap_service.append(simple_message(), user=imap_account.user)
+    with StartTlsHidingProxy(imap_service.host, imap_service.port) as proxy:
+        account = make_email_account(imap_account, port=proxy.port)
+        db.execute("UPDATE email_accounts SET imap_tls = false WHERE id = %s", [account])
+        report = make_poller().poll(account)
+        sent = proxy.received
+    assert (report.outcome, report.error_code) == ("failed", "imap_plaintext_refused")
+    row = _account(db, account)
+    assert row["last_poll_status"] == "FAILED"
+    assert "STARTTLS" in row["last_poll_error"]
+    assert imap_account.password.encode() not in sent
+    assert _messages(db) == []
+
+
+def test_the_lease_is_released_even_when_recording_the_poll_status_fails(
+    imap_service: ImapService, imap_account: ImapAccount, make_email_account: Callable[..., str],
+    make_poller: Callable[..., MailboxPoller], pg_store: PostgresStore, db: Db,
+) -> None:
+    account = make_email_account(imap_account)
+    imap_service.append(simple_message(), user=imap_account.user)
+
+    def down(name: str, _arg: Any, _call: int) -> BaseException | None:
+        return StoreUnavailable("database temporarily unavailable") if name == "update_poll_status" else None
+
+    with pytest.raises(StoreUnavailable):  # the job boundary retries the job
+        make_poller(store=_FaultyStore(pg_store, down)).poll(account)
+    assert _state(db, account)["lease_owner"] is None
+    assert make_poller().poll(account).outcome == "idle"  # not "held" for EMAIL_LEASE_TTL_S
