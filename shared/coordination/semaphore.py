@@ -3,8 +3,11 @@
 Each holder has a lease (a member of a sorted set scored by its expiry in Redis server time). Taking a lease
 first drops expired ones, so a crashed instance frees its slot after ``lease_s`` without anyone cleaning up.
 ``hold()`` renews the lease in a background thread every ``lease_s / 3`` while the work runs and releases it
-on exit, whatever happens. A full semaphore raises ``SemaphoreFull`` (a ``RetryLater`` carrying the time
-until the earliest lease expires) so the job goes back to its queue instead of waiting in-process.
+on exit, whatever happens. A renewal that finds the lease already expired (a stall longer than ``lease_s``,
+Redis losing data) marks it ``lost``: the slot may already belong to someone else, so the holder must stop —
+long-running work calls ``lease.ensure_held()`` between its stages, which raises ``LeaseLost`` (a deferral).
+A full semaphore raises ``SemaphoreFull`` (a ``RetryLater`` carrying the time until the earliest lease
+expires) so the job goes back to its queue instead of waiting in-process.
 
 Scripts: ``semaphore_acquire.lua`` and ``semaphore_renew.lua`` beside this module.
 """
@@ -26,7 +29,7 @@ from shared.errors import RetryLater
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["Lease", "Semaphore", "SemaphoreFull", "SemaphoreUnavailable"]
+__all__ = ["Lease", "LeaseLost", "Semaphore", "SemaphoreFull", "SemaphoreUnavailable"]
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
@@ -57,6 +60,20 @@ class SemaphoreUnavailable(RetryLater):
     code = "semaphore_unavailable"
 
 
+class LeaseLost(RetryLater):
+    """The lease expired while the work ran, so the cap may be exceeded: stop and try again later.
+
+    A deferral (``counts_attempt=False``): the work was interrupted by us, not failed by the far side.
+    """
+
+    code = "lease_lost"
+
+    def __init__(self, message: str, *, name: str, code: str | None = None) -> None:
+        super().__init__(message, code=code, counts_attempt=False)
+        #: The semaphore's name.
+        self.name = name
+
+
 class Lease:
     """One held slot. ``lost`` turns True when a renewal found the lease already expired."""
 
@@ -70,6 +87,13 @@ class Lease:
         if not ok:
             self.lost = True
         return ok
+
+    def ensure_held(self, *, code: str | None = None) -> None:
+        """Raise ``LeaseLost`` (with ``code`` when given) if a renewal found the lease expired; call it between
+        stages of long work so a lost slot stops the work instead of exceeding the cap."""
+        if self.lost:
+            raise LeaseLost(f"semaphore {self.semaphore.name}: the lease expired while the work ran",
+                            name=self.semaphore.name, code=code)
 
     def release(self) -> None:
         """Give the slot back (idempotent)."""

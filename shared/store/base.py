@@ -426,3 +426,10 @@ class RpcStore(abc.ABC):
         })
         return TranscriptionOutcome(result["outcome"])
 
+    def release_transcription(self, message_id: str, *, owner: str) -> TranscriptionOutcome:
+        """See ``Store.release_transcription``."""
+        result = self._call("bx_release_transcription", {
+            "message_id": _uuid(message_id, "message_id"), "owner": owner,
+        })
+        return TranscriptionOutcome(result["outcome"])
+

@@ -171,3 +171,7 @@ class Store(Protocol):
 
     def fail_transcription(self, message_id: str, *, error: str) -> TranscriptionOutcome:
         """FAILED with ``metadata.transcription.error``/``failedAt``; other metadata keys untouched."""
+
+    def release_transcription(self, message_id: str, *, owner: str) -> TranscriptionOutcome:
+        """Give back ``owner``'s lease (the row stays IN_PROGRESS) so a retry can claim it at once: ``RELEASED``
+        (also when no lease was held); ``IN_PROGRESS`` when another owner holds it (left alone)."""

@@ -200,6 +200,7 @@ class TranscriptionOutcome(StrEnum):
     MISSING = "missing"
     COMPLETED = "completed"
     FAILED = "failed"
+    RELEASED = "released"  # the caller's lease was given back (or it held none)
 
 
 @dataclass(frozen=True)

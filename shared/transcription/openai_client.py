@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,13 +122,17 @@ class Transcriber:
         return cls(client, model=settings.transcription_model, language=settings.transcription_language,
                    response_format=settings.transcription_response_format)
 
-    def transcribe(self, chunks: Sequence[Chunk]) -> Transcript:
+    def transcribe(self, chunks: Sequence[Chunk], *, before_chunk: Callable[[], None] | None = None) -> Transcript:
         """Transcribe every chunk in order and stitch them. Raises ``TranscriptionRateLimited``,
-        ``TranscriptionUnavailable``, ``TranscriptionRejected`` or ``ConfigurationError``."""
+        ``TranscriptionUnavailable``, ``TranscriptionRejected`` or ``ConfigurationError``.
+
+        ``before_chunk`` runs before each upload and may raise to stop (e.g. the job's slot was lost)."""
         texts: list[str] = []
         segments: list[Segment] = []
         languages: list[str] = []
         for index, chunk in enumerate(chunks):
+            if before_chunk is not None:
+                before_chunk()
             prompt = " ".join(texts)[-_PROMPT_TAIL_CHARS:] or None
             result = self._create(chunk, prompt=prompt if "diarize" not in self.model else None)
             log.info("transcribed chunk %d/%d (%.0f s at %.0f s)", index + 1, len(chunks), chunk.duration_s,

@@ -37,5 +37,6 @@ def build_transcription_services(
         credentials=Credentials.from_settings(settings),
         audio_limits=AudioLimits.for_model(settings.transcription_model),
         max_attempts=settings.job_max_attempts,
+        max_age_s=settings.job_max_age_s,
         metrics=metrics,
     )

@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from shared.coordination.semaphore import Semaphore, SemaphoreFull
+from shared.coordination.semaphore import LeaseLost, Semaphore, SemaphoreFull
 from shared.errors import RetryLater
 
 
@@ -93,3 +93,22 @@ def test_concurrent_holders_never_exceed_the_limit(redis_client: redis.Redis) ->
     assert 1 <= peak[0] <= 3
     assert refused[0] >= 1
     assert sem.in_use() == 0
+
+
+def test_a_lease_found_expired_at_renewal_is_lost_and_ensure_held_raises_a_deferral(
+    redis_client: redis.Redis
+) -> None:
+    sem = Semaphore(redis_client, "t", limit=1, lease_s=0.3)
+    with sem.hold() as lease:
+        lease.ensure_held()  # held: no error
+        redis_client.delete(sem.key)  # Redis lost it (or we stalled past lease_s)
+        deadline = time.monotonic() + 5
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.lost
+        with pytest.raises(LeaseLost) as caught:
+            lease.ensure_held(code="work_slot_lost")
+    assert isinstance(caught.value, RetryLater)
+    assert caught.value.counts_attempt is False
+    assert caught.value.code == "work_slot_lost"
+    assert caught.value.name == "t"

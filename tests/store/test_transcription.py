@@ -54,3 +54,29 @@ def test_failure_records_the_reason_without_touching_other_metadata(
     assert store.start_transcription(message, owner="b", lease_s=600).outcome is TranscriptionOutcome.STARTED
     missing = store.start_transcription("00000000-0000-0000-0000-0000000000aa", owner="b", lease_s=1)
     assert missing.outcome is TranscriptionOutcome.MISSING
+
+
+def test_release_gives_back_only_the_owners_lease_and_keeps_the_row_in_progress(
+    store: RpcStore, make_message: Callable[..., str], db: psycopg.Connection[dict[str, Any]]
+) -> None:
+    message = make_message(channel="VOICE", direction="INBOUND", metadata={"call": {"from": "+91"}})
+    assert store.start_transcription(message, owner="job-1:a", lease_s=600).outcome is TranscriptionOutcome.STARTED
+    assert store.start_transcription(message, owner="job-1:b", lease_s=600).outcome is TranscriptionOutcome.IN_PROGRESS
+
+    assert store.release_transcription(message, owner="job-1:b") is TranscriptionOutcome.IN_PROGRESS  # not its lease
+    assert store.start_transcription(message, owner="job-1:c", lease_s=600).outcome is TranscriptionOutcome.IN_PROGRESS
+    assert store.release_transcription(message, owner="job-1:a") is TranscriptionOutcome.RELEASED
+    row = db.execute("SELECT transcription_status, metadata FROM communication_messages WHERE id = %s",
+                     [message]).fetchone()
+    assert row is not None
+    assert row["transcription_status"] == "IN_PROGRESS"
+    assert "workerLease" not in row["metadata"]["transcription"]
+    assert row["metadata"]["call"] == {"from": "+91"}
+    assert store.release_transcription(message, owner="job-1:a") is TranscriptionOutcome.RELEASED  # idempotent
+    started = store.start_transcription(message, owner="job-1:c", lease_s=600)
+    assert started.outcome is TranscriptionOutcome.STARTED
+    assert started.attempts == 2
+    store.complete_transcription(message, text="t", language=None, confidence=None, details={})
+    assert store.release_transcription(message, owner="job-1:c") is TranscriptionOutcome.ALREADY_COMPLETED
+    missing = "00000000-0000-0000-0000-0000000000aa"
+    assert store.release_transcription(missing, owner="x") is TranscriptionOutcome.MISSING

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,13 @@ from psycopg.rows import dict_row
 from devhost.standins.openai import MAX_BODY_BYTES, OpenAIServer
 from devhost.standins.recordings import RecordingServer
 from shared.coordination.semaphore import Semaphore, SemaphoreFull
-from shared.errors import Reject, RetryLater
+from shared.errors import ConfigurationError, Reject, RetryLater
 from shared.jobs import Envelope, TranscriptionJob, new_envelope
 from shared.outcomes import Outcome, RetryPolicy, run_job
 from shared.queues import QueueOps
 from shared.settings import Settings
 from shared.store import build_store
+from shared.transcription import handler as handler_module
 from shared.transcription.audio import AudioLimits
 from shared.transcription.errors import TranscriptionRateLimited
 from shared.transcription.handler import TranscriptionServices, handle_transcription
@@ -298,9 +302,9 @@ def test_concurrent_jobs_never_share_or_delete_each_others_files(
     seen_dirs: set[str] = set()
     original = services.transcriber.transcribe
 
-    def spying_transcribe(chunks: Any) -> Any:
+    def spying_transcribe(chunks: Any, **kwargs: Any) -> Any:
         seen_dirs.update(str(chunk.path.parent) for chunk in chunks)
-        return original(chunks)
+        return original(chunks, **kwargs)
 
     monkeypatch.setattr(services.transcriber, "transcribe", spying_transcribe)
     errors: list[Exception] = []
@@ -386,3 +390,188 @@ def test_a_busy_deferral_keeps_the_attempt_and_never_exhausts_the_retries(
     assert list(queue_service.list_queues(name_starts_with=f"{queue}-poison")) == []  # nothing dead-lettered
     assert row(db, message)["transcription_status"] == "PENDING"
     assert recording_server.requests == []
+
+
+def _job_aged(job: Envelope[TranscriptionJob], age_s: float) -> Envelope[TranscriptionJob]:
+    return job.model_copy(update={"created_at": datetime.now(UTC) - timedelta(seconds=age_s)})
+
+
+def _short_lease_slots(services: TranscriptionServices, redis_client: redis.Redis) -> TranscriptionServices:
+    """The global slots with a 0.3 s lease (renewed every 0.1 s), so a lost lease is noticed at once."""
+    return dataclasses.replace(services, slots=Semaphore(redis_client, SLOTS_NAME, limit=3, lease_s=0.3))
+
+
+def _lose_the_slot(redis_client: redis.Redis, slots: Semaphore) -> None:
+    """What a Redis failover (or a stall longer than the lease) does: the lease is gone; wait for a renewal."""
+    redis_client.delete(slots.key)
+    time.sleep(slots.lease_s * 2)
+
+
+def test_a_slot_lost_before_the_transcode_stops_the_job_with_a_deferral_and_frees_the_claim(
+    services: TranscriptionServices, recording_server: RecordingServer, openai_server: OpenAIServer,
+    redis_client: redis.Redis, make_voice_message: Callable[[], str], db: Db, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = _short_lease_slots(services, redis_client)
+    message = make_voice_message()
+    job = job_for(message, recording_server.recording_url("c", duration_s=5))
+    original = handler_module.download_recording
+
+    def download_then_lose_the_slot(*args: Any, **kwargs: Any) -> Any:
+        recording = original(*args, **kwargs)
+        _lose_the_slot(redis_client, short.slots)
+        return recording
+
+    monkeypatch.setattr(handler_module, "download_recording", download_then_lose_the_slot)
+    with pytest.raises(RetryLater) as caught:
+        handle_transcription(job, short)
+
+    assert caught.value.counts_attempt is False
+    assert caught.value.code == "transcription_slot_lost"
+    assert openai_server.requests == []
+    found = row(db, message)
+    assert found["transcription_status"] == "IN_PROGRESS"
+    assert "workerLease" not in found["metadata"]["transcription"]  # the claim is given back at once
+    monkeypatch.setattr(handler_module, "download_recording", original)
+    handle_transcription(job, short)  # the deferred copy goes through
+    assert row(db, message)["transcription_status"] == "COMPLETED"
+
+
+def test_a_slot_lost_between_chunk_uploads_stops_before_the_next_upload(
+    services: TranscriptionServices, recording_server: RecordingServer, openai_server: OpenAIServer,
+    redis_client: redis.Redis, make_voice_message: Callable[[], str], db: Db, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = dataclasses.replace(_short_lease_slots(services, redis_client), audio_limits=AudioLimits(max_chunk_s=10))
+    message = make_voice_message()
+    original = short.transcriber._create
+
+    def upload_then_lose_the_slot(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        _lose_the_slot(redis_client, short.slots)
+        return result
+
+    monkeypatch.setattr(short.transcriber, "_create", upload_then_lose_the_slot)
+    with pytest.raises(RetryLater) as caught:
+        handle_transcription(job_for(message, recording_server.recording_url("c", duration_s=25, fmt="mp3")), short)
+
+    assert caught.value.counts_attempt is False
+    assert len(openai_server.requests) == 1  # three chunks; only the first was uploaded
+    assert row(db, message)["transcription_status"] == "IN_PROGRESS"
+
+
+def test_a_second_delivery_of_a_running_job_is_deferred_by_the_store_claim_when_redis_lost_the_mutex(
+    services: TranscriptionServices, recording_server: RecordingServer, openai_server: OpenAIServer,
+    redis_client: redis.Redis, make_voice_message: Callable[[], str], db: Db, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = make_voice_message()
+    job = job_for(message, recording_server.recording_url("c", duration_s=5))
+    started, proceed = threading.Event(), threading.Event()
+    original = handler_module.download_recording
+    outcomes: list[str] = []
+
+    def first_download_waits(*args: Any, **kwargs: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            assert proceed.wait(30)
+        return original(*args, **kwargs)
+
+    def first_delivery() -> None:
+        handle_transcription(job, services)
+        outcomes.append("done")
+
+    monkeypatch.setattr(handler_module, "download_recording", first_download_waits)
+    first = threading.Thread(target=first_delivery)
+    first.start()
+    try:
+        assert started.wait(30)
+        mutex = Semaphore(redis_client, f"transcription-message:{message}", limit=1)
+        assert redis_client.delete(mutex.key) == 1  # Redis lost the per-message mutex
+        with pytest.raises(RetryLater) as caught:
+            handle_transcription(job, services)  # the same envelope, delivered again
+    finally:
+        proceed.set()
+        first.join(30)
+
+    assert caught.value.code == "transcription_in_progress"
+    assert caught.value.counts_attempt is False
+    assert outcomes == ["done"]
+    assert len(openai_server.requests) == 1
+    assert len([r for r in recording_server.requests if r["path"].endswith("/c.wav")]) == 1
+    assert row(db, message)["transcription_status"] == "COMPLETED"
+
+
+def test_an_openai_401_records_failed_without_the_key_and_still_propagates_to_the_host(
+    services: TranscriptionServices, recording_server: RecordingServer, openai_server: OpenAIServer,
+    make_voice_message: Callable[[], str], db: Db, queue_service: QueueServiceClient,
+    unique_queue_name: Callable[..., str],
+) -> None:
+    message = make_voice_message()
+    job = job_for(message, recording_server.recording_url("c", duration_s=5))
+    openai_server.fail_next(401)
+
+    with pytest.raises(ConfigurationError):  # the host retries it, then moves it to -poison
+        run_job(kind="transcription", queue=unique_queue_name(prefix="transcription"), body=job.to_json(),
+                message_id="m1", handler=lambda j: handle_transcription(j, services),
+                queues=QueueOps(queue_service, encoding="base64"), policy=RetryPolicy(max_attempts=3))
+
+    found = row(db, message)
+    assert found["transcription_status"] == "FAILED"
+    error = found["metadata"]["transcription"]["error"]
+    assert error.startswith("configuration_error: ")
+    assert "OPENAI_API_KEY" in error
+    assert OPENAI_KEY not in error
+    assert "workerLease" not in found["metadata"]["transcription"]
+    handle_transcription(job, services)  # the host's redelivery claims the FAILED row again and completes
+    assert row(db, message)["transcription_status"] == "COMPLETED"
+
+
+def test_a_full_disk_records_failed_and_the_error_propagates(
+    services: TranscriptionServices, recording_server: RecordingServer, make_voice_message: Callable[[], str],
+    db: Db, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def disk_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(handler_module, "prepare_audio", disk_full)
+    message = make_voice_message()
+    with pytest.raises(OSError, match="No space left"):
+        handle_transcription(job_for(message, recording_server.recording_url("c", duration_s=5)), services)
+
+    found = row(db, message)
+    assert found["transcription_status"] == "FAILED"
+    assert found["metadata"]["transcription"]["error"] == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_deferral_past_the_age_limit_is_dead_lettered_and_recorded_failed(
+    services: TranscriptionServices, recording_server: RecordingServer, redis_client: redis.Redis,
+    make_voice_message: Callable[[], str], db: Db, queue_service: QueueServiceClient,
+    unique_queue_name: Callable[..., str],
+) -> None:
+    others = Semaphore(redis_client, SLOTS_NAME, limit=3, lease_s=60)
+    for _ in range(3):
+        others.acquire()
+    message = make_voice_message()
+    job = _job_aged(job_for(message, recording_server.recording_url("c")), 25 * 3600)
+
+    result = run_job(kind="transcription", queue=unique_queue_name(prefix="transcription"), body=job.to_json(),
+                     message_id="m1", handler=lambda j: handle_transcription(j, services),
+                     queues=QueueOps(queue_service, encoding="base64"), policy=RetryPolicy(max_attempts=3))
+
+    assert result.outcome is Outcome.DEAD_LETTERED
+    found = row(db, message)
+    assert found["transcription_status"] == "FAILED"
+    assert found["metadata"]["transcription"]["error"].startswith("semaphore_full: deferred for ")
+
+
+def test_a_young_deferral_leaves_the_row_alone(
+    services: TranscriptionServices, recording_server: RecordingServer, redis_client: redis.Redis,
+    make_voice_message: Callable[[], str], db: Db,
+) -> None:
+    others = Semaphore(redis_client, SLOTS_NAME, limit=3, lease_s=60)
+    for _ in range(3):
+        others.acquire()
+    message = make_voice_message()
+    job = _job_aged(job_for(message, recording_server.recording_url("c")), 23 * 3600)
+
+    with pytest.raises(SemaphoreFull):
+        handle_transcription(job, services)
+    assert row(db, message)["transcription_status"] == "PENDING"
