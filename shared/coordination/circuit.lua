@@ -3,9 +3,11 @@
 -- half_open --success--> closed; half_open --failure--> open again.
 --
 -- KEYS[1] state hash {state, failures, opened_at, probe_until} (µs)
--- ARGV[1] op ("before" | "success" | "failure"), ARGV[2] threshold, ARGV[3] cooldown µs, ARGV[4] probe TTL µs
+-- ARGV[1] op ("before" | "success" | "failure" | "release"), ARGV[2] threshold, ARGV[3] cooldown µs,
+-- ARGV[4] probe TTL µs
 -- "before" returns {1, 0, state} (call), {2, 0, state} (call as the probe) or {0, retry-after µs, state}.
 -- "success"/"failure" return {1, failures, new state}.
+-- "release" (the probe never called) frees the probe slot while half-open: the next caller probes at once.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local op = ARGV[1]
@@ -33,6 +35,11 @@ if op == 'before' then
   -- cool-down over (or the last probe never reported back): this caller is the single probe
   redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', fmt(now + probe_ttl))
   return {2, 0, 'half_open'}
+elseif op == 'release' then
+  if state == 'half_open' then
+    redis.call('HSET', KEYS[1], 'probe_until', 0)
+  end
+  return {1, failures, state}
 elseif op == 'success' then
   redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'probe_until', 0)
   return {1, 0, 'closed'}

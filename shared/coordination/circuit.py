@@ -4,7 +4,8 @@ closed → open after ``failure_threshold`` consecutive failures → after ``coo
 may try → closed on its success, open again on its failure. While open, callers get ``CircuitOpen`` (a
 ``RetryLater`` with the remaining open time), so messages are delayed, not failed. Server time (``TIME``
 in ``circuit.lua``) decides, never an instance's clock. A probe that never reports back frees the probe
-slot after ``probe_ttl_s``.
+slot after ``probe_ttl_s``; a probe that did not make its call after all (e.g. no rate-limit slot) hands the
+slot back at once with ``release_probe``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ class CircuitBreaker:
     def record_success(self) -> None:
         """The call worked: close the circuit and reset the failure count."""
         self._call("success")
+
+    def release_probe(self) -> None:
+        """The probe (``before_call`` returned True) did not make its call: let the next caller probe now.
+
+        Changes nothing unless the circuit is half-open. Call it only as the probe, before ``probe_ttl_s``
+        has passed (after that the slot may already belong to another caller).
+        """
+        self._call("release")
 
     def record_failure(self) -> CircuitState:
         """The call failed (5xx, network): count it; returns the state after counting."""

@@ -99,9 +99,11 @@ def _items(body: bytes) -> list[dict[str, Any]]:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _InvalidCallback("body is not JSON") from exc
-    messages = data.get("whatsapp", {}).get("messages") if isinstance(data, dict) else None
-    if not isinstance(data.get("whatsapp") if isinstance(data, dict) else None, dict):
+    # Types first: any JSON value may arrive ({"whatsapp": []}, a bare list ...), and each is a 400.
+    whatsapp = data.get("whatsapp") if isinstance(data, dict) else None
+    if not isinstance(whatsapp, dict):
         raise _InvalidCallback("whatsapp object missing")
+    messages = whatsapp.get("messages")
     if not isinstance(messages, list) or not 1 <= len(messages) <= _MAX_ITEMS:
         raise _InvalidCallback(f"whatsapp.messages must be a list of 1-{_MAX_ITEMS} items")
     for index, item in enumerate(messages):

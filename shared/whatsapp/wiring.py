@@ -42,7 +42,9 @@ def build_whatsapp_services(
         redis, LIMITER_NAME, rate_per_s=settings.whatsapp_rate_per_s, max_wait_s=settings.whatsapp_max_wait_s,
         reserve=settings.whatsapp_priority_reserve,
     )
-    probe_ttl_s = settings.exotel_connect_timeout_s + settings.exotel_read_timeout_s + 5
+    # The probe is taken before the rate-limit wait, so its slot must outlast that wait plus the call.
+    probe_ttl_s = (settings.whatsapp_max_wait_s + settings.exotel_connect_timeout_s
+                   + settings.exotel_read_timeout_s + 5)
     circuit = CircuitBreaker(
         redis, LIMITER_NAME, failure_threshold=settings.circuit_failure_threshold,
         cooldown_s=settings.circuit_cooldown_s, probe_ttl_s=probe_ttl_s,

@@ -66,3 +66,26 @@ def test_a_failed_probe_opens_the_circuit_again(redis_client: redis.Redis) -> No
     assert breaker.record_failure() is CircuitState.OPEN
     with pytest.raises(CircuitOpen):
         breaker.before_call()
+
+
+def test_a_probe_that_never_called_hands_the_probe_back(redis_client: redis.Redis) -> None:
+    breaker = _breaker(redis_client)
+    for _ in range(3):
+        breaker.record_failure()
+    time.sleep(0.35)
+    assert breaker.before_call() is True
+    breaker.release_probe()
+    assert breaker.state() is CircuitState.HALF_OPEN
+    assert breaker.before_call() is True  # the next caller probes at once, not after the probe TTL
+
+
+def test_handing_back_a_probe_changes_nothing_when_closed_or_open(redis_client: redis.Redis) -> None:
+    breaker = _breaker(redis_client, cooldown_s=30)
+    breaker.release_probe()
+    assert breaker.before_call() is False
+    for _ in range(3):
+        breaker.record_failure()
+    breaker.release_probe()
+    assert breaker.state() is CircuitState.OPEN
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 import redis
 
 from devhost.standins.exotel import dlr_item
@@ -98,6 +99,19 @@ def test_invalid_bodies_get_400_and_are_recorded_for_operators(
     assert len(recorded) == 3
     assert recorded[0]["problem"] == "whatsapp.messages[0].exo_detailed_status missing or unknown"
     assert recorded[2]["body"] == "not json"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"whatsapp": []}', b'{"whatsapp": "x"}', b'{"whatsapp": null}', b'{"whatsapp": 7}', b"[]", b'"x"',
+    b'{"whatsapp": {"messages": "x"}}',
+])
+def test_a_body_of_the_wrong_shape_gets_400_and_is_recorded(
+    store: PostgresStore, redis_client: redis.Redis, body: bytes,
+) -> None:
+    answer = _post(store, body=body, redis_client=redis_client)
+    assert answer.status_code == 400
+    recorded = [json.loads(r) for r in redis_client.lrange(INVALID_CALLBACKS_KEY, 0, -1)]
+    assert [r["body"] for r in recorded] == [body.decode()]
 
 
 def test_a_callback_before_the_sid_is_recorded_is_matched_by_our_id_in_custom_data(

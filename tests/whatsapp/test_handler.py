@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 import redis
+import requests
 
 from devhost.standins.exotel import ExotelStandin, RateLimit
+from shared.coordination.circuit import CircuitState
 from shared.coordination.ratelimit import Lane, RateLimited, SlotRateLimiter
 from shared.jobs import new_envelope
 from shared.outcomes import Outcome, RetryPolicy, run_job
-from shared.store import SendOutcome
+from shared.store import SendOutcome, StoreUnavailable
 from shared.store.postgres import PostgresStore
+from shared.whatsapp.exotel import ExotelClient
 from shared.whatsapp.handler import WhatsAppServices, handle_send, lane_for
 from tests.whatsapp.conftest import RecordingQueues
 
@@ -312,3 +317,154 @@ def test_a_5xx_after_deferrals_still_counts_attempts(
     result = _run(_job(message_id, thread_id), services, queues, attempts=3)
     assert (result.outcome, result.error_code) == (Outcome.RETRIED, "exotel_unavailable")
     assert queues.retried[-1][0].attempt == 2
+
+
+# --- bookkeeping failures never strand a claim or lose a sid ---------------------------------------------
+
+
+def _redis_down(*_args: Any, **_kwargs: Any) -> Any:
+    raise redis.ConnectionError("injected: Redis unreachable")
+
+
+class _BrokenMetrics:
+    """A metrics sink whose Redis is gone."""
+
+    def inc(self, name: str, amount: float = 1, **labels: Any) -> None:
+        _redis_down()
+
+    def observe(self, name: str, value: float, **labels: Any) -> None:
+        _redis_down()
+
+
+def _claimable(store: PostgresStore, message_id: str) -> bool:
+    return store.claim_send(message_id, owner="replay", claim_s=60).outcome is SendOutcome.CLAIMED
+
+
+@pytest.mark.parametrize(("component", "method"), [("circuit", "before_call"), ("limiter", "acquire")])
+def test_a_redis_error_before_calling_exotel_releases_the_claim(
+    *, make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, store: PostgresStore, monkeypatch: pytest.MonkeyPatch,
+    component: str, method: str,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    monkeypatch.setattr(getattr(services, component), method, _redis_down)
+    with pytest.raises(redis.ConnectionError):
+        _run(_job(message_id, thread_id), services, queues)
+    assert standin.sends() == []
+    assert _claimable(store, message_id)  # a redelivery may send it; no false "needs reconciliation"
+
+
+def test_a_metrics_outage_never_changes_a_send(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, db: psycopg.Connection[dict[str, Any]],
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    services.metrics = _BrokenMetrics()
+    assert _run(_job(message_id, thread_id), services, queues).outcome is Outcome.COMPLETED
+    assert _row(db, message_id)["external_id"] == standin.accepted_sids()[0]
+
+
+@pytest.mark.parametrize(("status", "component", "method", "code"), [
+    (429, "limiter", "pause", "exotel_rate_limited"),
+    (503, "circuit", "record_failure", "exotel_unavailable"),
+])
+def test_a_redis_error_after_exotel_refused_still_releases_the_claim(
+    *, make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, store: PostgresStore, monkeypatch: pytest.MonkeyPatch,
+    status: int, component: str, method: str, code: str,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    standin.fail_next(1, status)
+    monkeypatch.setattr(getattr(services, component), method, _redis_down)
+    result = _run(_job(message_id, thread_id), services, queues)
+    assert (result.outcome, result.error_code) == (Outcome.RETRIED, code)
+    assert len(standin.sends()) == 1
+    assert _claimable(store, message_id)
+
+
+def test_a_redis_error_after_exotel_accepted_still_records_the_sid(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, db: psycopg.Connection[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message_id, thread_id = make_message()
+    services = make_services()
+    monkeypatch.setattr(services.circuit, "record_success", _redis_down)
+    assert _run(_job(message_id, thread_id), services, queues).outcome is Outcome.COMPLETED
+    row = _row(db, message_id)
+    assert (row["status"], row["external_id"]) == ("SENT", standin.accepted_sids()[0])
+
+
+def test_the_sid_is_logged_at_info_when_it_arrives_even_if_recording_it_fails(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, store: PostgresStore, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def database_down(*_args: Any, **_kwargs: Any) -> None:
+        raise StoreUnavailable("injected: database unreachable")
+
+    message_id, thread_id = make_message()
+    services = make_services()
+    monkeypatch.setattr(store, "complete_send", database_down)
+    caplog.set_level(logging.INFO, logger="shared.whatsapp.handler")
+    assert _run(_job(message_id, thread_id), services, queues).outcome is Outcome.RETRIED
+    sid = standin.accepted_sids()[0]
+    assert [r for r in caplog.records if r.levelno == logging.INFO and sid in r.getMessage()]
+
+
+# --- a request-level 404 is a configuration problem, not the message's -----------------------------------
+
+
+def test_a_404_for_a_wrong_account_sid_leaves_the_message_pending_and_a_replay_sends_it(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues, db: psycopg.Connection[dict[str, Any]],
+) -> None:
+    message_id, thread_id = make_message()
+    misconfigured = make_services()
+    misconfigured.exotel = ExotelClient(requests.Session(),
+                                        replace(misconfigured.exotel.config, account_sid="wrong-sid"))
+    body = _job(message_id, thread_id)
+    result = _run(body, misconfigured, queues)
+    assert result.outcome is Outcome.DEAD_LETTERED
+    assert "404" in (result.reason or "")
+    row = _row(db, message_id)
+    assert (row["status"], row["failed_at"]) == ("PENDING", None)
+    # The setting is fixed; the dead letter is replayed.
+    assert _run(body, make_services(), queues).outcome is Outcome.COMPLETED
+    assert _row(db, message_id)["external_id"] == standin.accepted_sids()[0]
+
+
+# --- the half-open probe always reports back ---------------------------------------------------------------
+
+
+def _half_open(services: WhatsAppServices) -> None:
+    services.circuit.record_failure()  # threshold 1: open
+    time.sleep(0.25)  # past the cool-down: the next caller is the probe
+
+
+def test_a_probe_refused_a_send_slot_frees_the_probe_for_the_next_sender(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues,
+) -> None:
+    services = make_services(failure_threshold=1, cooldown_s=0.2)
+    _half_open(services)
+    services.limiter.pause(60)
+    result = _run(_job(*make_message()), services, queues)
+    assert (result.outcome, result.error_code) == (Outcome.RETRIED, "rate_limited")
+    assert standin.sends() == []
+    assert services.circuit.before_call() is True  # the next sender may probe at once
+
+
+def test_a_429_answer_to_the_probe_closes_the_circuit(
+    make_services: Callable[..., WhatsAppServices], make_message: Callable[[], tuple[str, str]],
+    standin: ExotelStandin, queues: RecordingQueues,
+) -> None:
+    services = make_services(failure_threshold=1, cooldown_s=0.2)
+    _half_open(services)
+    standin.fail_next(1, 429)
+    result = _run(_job(*make_message()), services, queues)
+    assert (result.outcome, result.error_code) == (Outcome.RETRIED, "exotel_rate_limited")
+    assert services.circuit.state() is CircuitState.CLOSED  # Exotel answered: it is up
