@@ -130,10 +130,19 @@ class LocalHost:
         enabled = []
         for spec in specs:
             if is_function_disabled(spec.name, self._environ):
+                self._resolve_bindings(spec)
                 logger.info("Function '%s' is disabled", spec.name)
             else:
                 enabled.append(spec)
         return enabled
+
+    def _resolve_bindings(self, spec: FunctionSpec) -> None:
+        # The host indexes disabled functions too, resolving their %SETTING% expressions (queue names,
+        # schedules) as it binds them: a missing setting fails the start although the function never runs.
+        for binding in spec.bindings:
+            for value in binding.values():
+                if isinstance(value, str):
+                    resolve_expression(value, spec.name, self._environ)
 
     def _build_queue(self, spec: FunctionSpec, config: HostConfig, invoker: Invoker) -> QueueListener:
         queue_name = resolve_expression(spec.trigger["queueName"], spec.name, self._environ)
@@ -146,7 +155,7 @@ class LocalHost:
             spec,
             queue_name,
             self._queue_service(spec.name, spec.trigger.get("connection")),
-            options=config.queues,
+            options=config.queues_for(spec.name),
             invoker=invoker,
             output_queues=outputs,
             lease_s=self.options.lease_s,
@@ -193,7 +202,8 @@ class LocalHost:
     def start(self) -> None:
         """Load settings, index the app and start every enabled function's listener and the HTTP server.
 
-        Raises ``SettingError`` / ``HostConfigError`` / ``IndexError_`` before anything starts.
+        Raises ``SettingError`` / ``HostConfigError`` / ``IndexError_`` before anything starts, also when a
+        *disabled* selected function's binding names a setting that is not set (as the host's indexing does).
         """
         try:
             self._start()
@@ -254,7 +264,7 @@ class LocalHost:
             elif name in self.queue_listeners:
                 lines.append(
                     f"\t{name}: queueTrigger '{self.queue_listeners[name].queue_name}' "
-                    f"(concurrency {config.queues.concurrency})"
+                    f"(concurrency {config.queues_for(name).concurrency})"
                 )
             else:
                 lines.append(f"\t{name}: timerTrigger '{self.timer_listeners[name].schedule.expression}'")

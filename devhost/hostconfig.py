@@ -3,21 +3,57 @@
 The host reads ``AzureFunctionsJobHost__<path>__<to>__<setting>`` app settings over host.json (``__`` for
 ``.``, case-insensitive keys), e.g. ``AzureFunctionsJobHost__extensions__queues__batchSize=1``. Defaults are
 ``QueuesOptions``' (azure-sdk-for-net), with the development-time ``maxPollingInterval`` of 2 s.
+
+Local only, the project's concurrency settings set the queue concurrency of one worker's queue functions
+(``WORKER_QUEUE_FUNCTIONS``); in Azure infra/ turns them into the overrides above, per app. Precedence for a
+queue function, highest first:
+
+1. ``AzureFunctionsJobHost__extensions__queues__batchSize`` / ``__newBatchThreshold`` (either one set
+   non-empty): host.json plus these overrides, for every queue function, as in Azure; the variables below
+   are then ignored (logged).
+2. ``<WORKER>_WORKER_CONCURRENCY`` (``EMAIL_``, ``WHATSAPP_``, ``TRANSCRIPTION_``) for that worker's functions.
+3. ``WORKER_CONCURRENCY`` for every worker's functions.
+4. host.json ``extensions.queues``.
+
+A concurrency N from 2. or 3. becomes ``batchSize = ceil(N / 2)`` and ``newBatchThreshold = floor(N / 2)``, so
+at most N messages of that function run at once on this host.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HostConfig", "HostConfigError", "QueueOptions", "load_host_config", "parse_timespan_s"]
+__all__ = [
+    "WORKER_QUEUE_FUNCTIONS",
+    "HostConfig",
+    "HostConfigError",
+    "QueueOptions",
+    "load_host_config",
+    "parse_timespan_s",
+    "worker_concurrency",
+]
+
+logger = logging.getLogger(__name__)
 
 _OVERRIDE_PREFIX = "azurefunctionsjobhost__"
+_QUEUE_OVERRIDES = (
+    f"{_OVERRIDE_PREFIX}extensions__queues__batchsize",
+    f"{_OVERRIDE_PREFIX}extensions__queues__newbatchthreshold",
+)
+# The queue-triggered functions of each worker of function_app.py (infra/main.bicep's workerFunctions).
+WORKER_QUEUE_FUNCTIONS: Mapping[str, tuple[str, ...]] = {
+    "email": ("email_poll_inbox",),
+    "whatsapp": ("whatsapp_send", "whatsapp_send_priority"),
+    "transcription": ("transcribe_recording",),
+}
+_MAX_WORKER_CONCURRENCY = 64  # shared/settings.py's Concurrency bound
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")
 _MAX_BATCH_SIZE = 32
 
@@ -55,11 +91,16 @@ class QueueOptions:
 
 @dataclass(frozen=True)
 class HostConfig:
-    """The parts of host.json the local host uses."""
+    """The parts of host.json the local host uses; ``function_queues`` are per-function queue options."""
 
     queues: QueueOptions
     route_prefix: str = "api"
     function_timeout_s: float | None = None
+    function_queues: Mapping[str, QueueOptions] = field(default_factory=dict)
+
+    def queues_for(self, function_name: str) -> QueueOptions:
+        """The queue options of one queue-triggered function: its worker's concurrency, else ``queues``."""
+        return self.function_queues.get(function_name, self.queues)
 
 
 def _merge_overrides(document: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -118,20 +159,71 @@ def _queue_options(section: Mapping[str, Any]) -> QueueOptions:
     return options
 
 
-def load_host_config(path: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
-    """Read host.json (``{}`` if missing) and apply ``AzureFunctionsJobHost__*`` overrides from ``environ``.
+def _concurrency(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HostConfigError(f"{name}: {raw!r} is not an integer") from None
+    if not 1 <= value <= _MAX_WORKER_CONCURRENCY:
+        raise HostConfigError(f"{name}: {value} is outside 1..{_MAX_WORKER_CONCURRENCY}")
+    return value
 
-    Raises ``HostConfigError`` for values the host would reject (e.g. ``batchSize`` above 32).
+
+def worker_concurrency(environ: Mapping[str, str]) -> dict[str, int]:
+    """Concurrency per worker from ``<WORKER>_WORKER_CONCURRENCY``, else ``WORKER_CONCURRENCY``; unset: absent.
+
+    Raises ``HostConfigError`` naming the variable when a value is not an integer in 1..64.
     """
+    fallback = _concurrency(environ, "WORKER_CONCURRENCY")
+    found = {}
+    for worker in WORKER_QUEUE_FUNCTIONS:
+        value = _concurrency(environ, f"{worker.upper()}_WORKER_CONCURRENCY") or fallback
+        if value is not None:
+            found[worker] = value
+    return found
+
+
+def _function_queues(queues: QueueOptions, environ: Mapping[str, str]) -> dict[str, QueueOptions]:
+    by_worker = worker_concurrency(environ)
+    if not by_worker:
+        return {}
+    explicit = [name for name, value in environ.items() if name.lower() in _QUEUE_OVERRIDES and value.strip()]
+    if explicit:
+        logger.info(
+            "%s set: it applies to every queue function; the *_WORKER_CONCURRENCY settings are ignored",
+            " and ".join(sorted(explicit)),
+        )
+        return {}
+    per_function = {}
+    for worker, total in by_worker.items():
+        options = replace(queues, batch_size=(total + 1) // 2, new_batch_threshold=total // 2)
+        for function_name in WORKER_QUEUE_FUNCTIONS[worker]:
+            per_function[function_name] = options
+    return per_function
+
+
+def load_host_config(path: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
+    """Read host.json (``{}`` if missing) and apply ``AzureFunctionsJobHost__*`` overrides from ``environ``,
+    then the workers' concurrency settings (precedence in the module docstring).
+
+    Raises ``HostConfigError`` for values the host would reject (e.g. ``batchSize`` above 32) and for
+    concurrency settings that are not integers in 1..64.
+    """
+    environ = os.environ if environ is None else environ
     document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    _merge_overrides(document, os.environ if environ is None else environ)
+    _merge_overrides(document, environ)
     extensions = _get(document, "extensions") or {}
     queues = _get(extensions, "queues") or {}
     http = _get(extensions, "http") or {}
     prefix = _get(http, "routePrefix")
     timeout = _get(document, "functionTimeout")
+    queue_options = _queue_options(queues)
     return HostConfig(
-        queues=_queue_options(queues),
+        queues=queue_options,
         route_prefix="api" if prefix is None else str(prefix).strip("/"),
         function_timeout_s=None if timeout in (None, "-1") else parse_timespan_s(timeout, "functionTimeout"),
+        function_queues=_function_queues(queue_options, environ),
     )

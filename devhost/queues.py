@@ -111,6 +111,11 @@ class QueueListener:
         self._closed = threading.Event()  # set after the shutdown grace: stops lease renewal
         self._threads: list[threading.Thread] = []
 
+    @property
+    def options(self) -> QueueOptions:
+        """The queue options this listener runs with (``concurrency`` = most invocations at once)."""
+        return self._options
+
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the polling and lease-renewal threads."""

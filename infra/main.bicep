@@ -261,11 +261,14 @@ var workerFunctions = {
 // Secrets are Key Vault references only; the vault resolves them with the apps' identity. Extra settings
 // come first in each union, so they can tune knobs but never replace a setting defined here.
 
+// Every setting a binding names as %SETTING% is common: the host resolves binding expressions while
+// indexing, for disabled functions too, so each app needs all of them (tests/infra/test_binding_settings.py).
 var commonSettings = {
   EMAIL_QUEUE_NAME: emailQueueName
   WHATSAPP_QUEUE_NAME: whatsappQueueName
   WHATSAPP_PRIORITY_QUEUE_NAME: whatsappPriorityQueueName
   TRANSCRIPTION_QUEUE_NAME: transcriptionQueueName
+  EMAIL_POLL_SCHEDULE: emailPollSchedule
   REDIS_URL: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=redis-url)'
   DATABASE_POOL_MAX_SIZE: string(databasePoolMaxSize)
 }
@@ -290,7 +293,6 @@ var legacyEmailKeySettings = useLegacyEmailKey ? {
 
 var emailSettings = {
   EMAIL_WORKER_CONCURRENCY: string(emailQueueBatchSize + emailQueueNewBatchThreshold)
-  EMAIL_POLL_SCHEDULE: emailPollSchedule
   EMAIL_POLL_INTERVAL: string(emailPollIntervalMs)
   EMAIL_ENCRYPTION_KEY: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=email-encryption-key)'
   EMAIL_ATTACHMENTS_CONTAINER: emailAttachmentsContainerName

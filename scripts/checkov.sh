@@ -26,7 +26,8 @@ if [[ ! -x "$venv/bin/checkov" ]] || [[ "$("$venv/bin/checkov" --version 2>/dev/
 fi
 
 report="$(mktemp)"
-trap 'rm -f "$report"' EXIT
+# checkov's stderr goes to "$report.stderr" (shown when it writes no report); remove both on any exit.
+trap 'rm -f "$report" "$report.stderr"' EXIT
 
 cd "$root"
 # Exit code is ignored here: the JSON report is judged below, so parse errors cannot pass silently.

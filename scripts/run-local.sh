@@ -7,6 +7,11 @@
 #   scripts/run-local.sh                 all functions on http://127.0.0.1:7071
 #   FUNCTIONS=health,whatsapp_send scripts/run-local.sh   only these functions (local host only)
 #   PORT=7072 KEEP_SERVICES=1 scripts/run-local.sh       another port; leave the services running on exit
+#
+# Like scripts/test.sh, each run holds a lease ($SVC_DIR/leases/<pid>) while it uses the services. On exit
+# it stops the services only if it started them and no other live run (test.sh or run-local.sh) holds a
+# lease; if one does, it leaves them running and marks them ($SVC_DIR/started-by-test-sh) so that the last
+# scripts/test.sh run out stops them. Services that were already running are never stopped.
 #   USE_DEVHOST=1 scripts/run-local.sh   use the local host even when `func` is installed
 #   EXOTEL_STANDIN_PORT=18088 RECORDINGS_STANDIN_PORT=18090 OPENAI_STANDIN_PORT=18080   the stand-ins' ports
 #   SVC_DIR, AZ_*_PORT, REDIS_PORT, PG_PORT, IMAP_PORT, IMAPS_PORT   the services' (see scripts/services.sh)
@@ -21,6 +26,11 @@ PY="$ROOT/.venv/bin/python"
 EXOTEL_STANDIN_PORT="${EXOTEL_STANDIN_PORT:-18088}"
 RECORDINGS_STANDIN_PORT="${RECORDINGS_STANDIN_PORT:-18090}"
 OPENAI_STANDIN_PORT="${OPENAI_STANDIN_PORT:-18080}"
+SVC_DIR="${SVC_DIR:-/tmp/banxway-services}"
+SVC_DIR="${SVC_DIR%/}"
+export SVC_DIR
+LEASES="$SVC_DIR/leases"
+AUTO_MARK="$SVC_DIR/started-by-test-sh"   # "started by a script; the last run out stops them"
 HOST_PID=""
 TAIL_PID=""
 SERVICES_STARTED=0
@@ -49,9 +59,15 @@ cleanup() {
     done
     ((${#STANDIN_PIDS[@]})) && say "stopped the stand-ins"
     if [[ -n "$TAIL_PID" ]]; then kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; fi
+    rm -f "$LEASES/$$"
     if [[ "$SERVICES_STARTED" == 1 && "${KEEP_SERVICES:-0}" != 1 ]]; then
-        say "stopping local services (KEEP_SERVICES=1 keeps them)"
-        scripts/services.sh down || true
+        if other_leases; then
+            say "another run (scripts/test.sh or scripts/run-local.sh) still uses the services; leaving them running"
+            : >"$AUTO_MARK" 2>/dev/null || true   # the last scripts/test.sh run out stops them
+        else
+            say "stopping local services (KEEP_SERVICES=1 keeps them)"
+            scripts/services.sh down || true
+        fi
     fi
     say "stopped"
     exit "$rc"
@@ -61,6 +77,17 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+other_leases() {  # true when another live process holds a lease on the services; drops stale leases
+    local lease found=1
+    for lease in "$LEASES"/*; do
+        [[ -e "$lease" && "${lease##*/}" != "$$" ]] || continue
+        if kill -0 "${lease##*/}" 2>/dev/null; then found=0; else rm -f "$lease"; fi
+    done
+    return "$found"
+}
+
+take_lease() { mkdir -p "$LEASES" && : >"$LEASES/$$"; }
 
 # 1. Python environment ------------------------------------------------------------------------
 if [[ ! -x "$PY" ]]; then
@@ -75,13 +102,16 @@ if [[ "$(cat .venv/.requirements-hash 2>/dev/null || true)" != "$REQ_HASH" ]]; t
 fi
 
 # 2. Local services ----------------------------------------------------------------------------
+# The lease comes first, so a scripts/test.sh run ending meanwhile does not stop services this run uses.
+take_lease
 if scripts/services.sh status >/dev/null 2>&1; then
-    say "reusing the local services already running in ${SVC_DIR:-/tmp/banxway-services} (left running on exit)"
+    say "reusing the local services already running in $SVC_DIR (left running on exit)"
 else
     say "starting local services (scripts/services.sh up)"
     SERVICES_STARTED=1
 fi
 scripts/services.sh up
+take_lease   # again: a `services.sh down` racing with the check above removes $SVC_DIR with the lease
 ENV_FILE="$(scripts/services.sh env)"
 # shellcheck disable=SC1090
 . "$ENV_FILE"

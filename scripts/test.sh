@@ -5,8 +5,10 @@
 #   scripts/test.sh tests/x.py -k y  extra arguments go to pytest
 #   KEEP_SERVICES=1 scripts/test.sh  leave the services running afterwards (faster reruns)
 #
-# Services this run started are stopped on exit, unless another scripts/test.sh run sharing them is
-# still going (the last run out stops them). Services that were already running are left alone.
+# Services this run started are stopped on exit, unless another run sharing them is still going: each
+# scripts/test.sh and scripts/run-local.sh run holds a lease ($SVC_DIR/leases/<pid>) and the last run out
+# stops services a script started ($SVC_DIR/started-by-test-sh). Services that were already running are
+# left alone.
 # pytest's "no tests collected" (exit code 5) counts as a failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,12 +51,13 @@ stop_services() {
         return "$rc"
     fi
     local lease others=0
+    # Any live lease counts, scripts/run-local.sh's too: the marker never stops services one of them uses.
     for lease in "$LEASES"/*; do
         [[ -e "$lease" ]] || continue
         if kill -0 "${lease##*/}" 2>/dev/null; then others=1; else rm -f "$lease"; fi
     done
     if ((others)); then
-        say "another scripts/test.sh run still uses the services; leaving them running"
+        say "another run (scripts/test.sh or scripts/run-local.sh) still uses the services; leaving them running"
     elif ((started_here)) || [[ -e "$AUTO_MARK" ]]; then
         bash "$SERVICES" down || say "WARNING: $SERVICES down failed"
     else
@@ -66,9 +69,12 @@ trap stop_services EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-bash "$SERVICES" up
+# The lease comes before `up`, so a run-local.sh or test.sh run ending meanwhile does not stop the services.
 mkdir -p "$LEASES"
 : >"$LEASES/$$"
+bash "$SERVICES" up
+mkdir -p "$LEASES"
+: >"$LEASES/$$"   # again: a `services.sh down` racing with the status check removes $SVC_DIR with the lease
 if ((started_here)); then : >"$AUTO_MARK"; fi
 # shellcheck disable=SC1090
 . "$(bash "$SERVICES" env)"

@@ -103,8 +103,11 @@ class Settings(BaseModel):
     supabase_url: HttpUrl | None = Field(None, alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(None, alias="SUPABASE_SERVICE_ROLE_KEY")
 
-    # --- Concurrency, as the seed named it. In Azure it becomes host.json batchSize/newBatchThreshold
-    # overrides per app (infra/); the local host applies it per worker.
+    # --- Concurrency, as the seed named it. No worker code reads these. The local host (devhost/hostconfig.py)
+    # sets each worker's queue functions to it (batchSize + newBatchThreshold) unless an explicit
+    # AzureFunctionsJobHost__extensions__queues__batchSize/__newBatchThreshold is set. In Azure they change
+    # nothing: infra sets those two host settings per app from Bicep parameters and writes the sum into
+    # <WORKER>_WORKER_CONCURRENCY for information. `func start` ignores them too.
     worker_concurrency: Concurrency | None = Field(None, alias="WORKER_CONCURRENCY")
     email_worker_concurrency: Concurrency | None = Field(None, alias="EMAIL_WORKER_CONCURRENCY")
     whatsapp_worker_concurrency: Concurrency | None = Field(None, alias="WHATSAPP_WORKER_CONCURRENCY")

@@ -98,8 +98,9 @@ def test_readme_table_lists_every_setting_once_and_nothing_unknown() -> None:
 def _documented_default(cell: str) -> str | None:
     if cell.startswith("—"):
         return None
-    match = re.fullmatch(r"`([^`]*)`", cell)
-    assert match is not None, f"default cell {cell!r} must be `value` or start with —"
+    # `value`, optionally followed by a note in parentheses, e.g. that the host needs the setting set.
+    match = re.fullmatch(r"`([^`]*)`(?: \([^`]*\))?", cell)
+    assert match is not None, f"default cell {cell!r} must be `value` (optionally with a note) or start with —"
     return match.group(1)
 
 

@@ -147,6 +147,33 @@ def test_at_most_batch_size_plus_new_batch_threshold_run_at_once(
     assert probe.max_running == 3
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, 2),  # TRANSCRIPTION_WORKER_CONCURRENCY over host.json's 4 + 1
+        ({"AzureFunctionsJobHost__extensions__queues__batchSize": "3",
+          "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": "0"}, 3),  # the explicit override wins
+    ],
+    ids=["worker-setting", "explicit-override"],
+)
+def test_worker_concurrency_setting_limits_its_queue_function_unless_overridden(
+    local_host: Start, probe: Probe, queue_service: QueueServiceClient, queue_names: dict[str, str],
+    extra: dict[str, str], expected: int,
+) -> None:
+    queue = f"{queue_names['WORK_QUEUE']}-tr"
+    for _ in range(8):
+        enqueue(queue_service, queue, "hold:0.6")
+    settings = {**queue_names, "TRANSCRIPTION_WORKER_CONCURRENCY": "2", "WORKER_CONCURRENCY": "6", **extra}
+    host = local_host(functions=["transcribe_recording", "work"], settings=settings, script_root=APP_ROOT)
+
+    probe.wait_for("transcribe_recording", 8, timeout_s=30)
+
+    assert probe.max_running == expected
+    assert host.queue_listeners["transcribe_recording"].options.concurrency == expected
+    # "work" is no worker's function: host.json (4 + 1) unless overridden.
+    assert host.queue_listeners["work"].options.concurrency == (5 if not extra else 3)
+
+
 def test_long_running_function_keeps_its_message_invisible(
     local_host: Start, probe: Probe, queue_service: QueueServiceClient, queue_names: dict[str, str]
 ) -> None:
@@ -183,6 +210,38 @@ def test_async_function_runs_on_the_event_loop(
 def test_missing_queue_name_setting_fails_start_naming_the_setting(local_host: Start, probe: Probe) -> None:
     with pytest.raises(SettingError, match=r"'%WORK_QUEUE%' does not resolve to a value"):
         local_host(functions=["work"], settings={}, script_root=APP_ROOT)
+
+
+def test_disabled_function_with_a_missing_binding_setting_fails_start_like_the_host(
+    local_host: Start, queue_names: dict[str, str]
+) -> None:
+    settings = {"OTHER_QUEUE": queue_names["OTHER_QUEUE"], "AzureWebJobs.work.Disabled": "true"}
+
+    with pytest.raises(SettingError, match=r"Functions\.work': '%WORK_QUEUE%' does not resolve to a value"):
+        local_host(functions=["work", "other"], settings=settings, script_root=APP_ROOT)
+
+
+def test_disabled_timer_with_a_missing_schedule_setting_fails_start(local_host: Start) -> None:
+    with pytest.raises(SettingError, match=r"Functions\.tick': '%TICK_SCHEDULE%'"):
+        local_host(functions=["tick"], settings={"AzureWebJobs_tick_Disabled": "1"}, script_root=APP_ROOT)
+
+
+def test_production_app_starts_with_every_worker_function_disabled_when_binding_settings_are_set(
+    local_host: Start, queue_names: dict[str, str]
+) -> None:
+    # As the ops-only part of any app: every worker function disabled, its binding settings still set.
+    workers = ["email_schedule_polls", "email_poll_inbox", "whatsapp_send", "whatsapp_send_priority",
+               "transcribe_recording"]
+    settings = {f"AzureWebJobs.{name}.Disabled": "true" for name in workers}
+    settings.update({"EMAIL_QUEUE_NAME": "email-processing", "WHATSAPP_QUEUE_NAME": "whatsapp-processing",
+                     "WHATSAPP_PRIORITY_QUEUE_NAME": "whatsapp-processing-high",
+                     "TRANSCRIPTION_QUEUE_NAME": "transcription-processing"})
+
+    with pytest.raises(SettingError, match="EMAIL_POLL_SCHEDULE"):
+        local_host(functions=[*workers, "health"], settings=settings)
+    host = local_host(functions=[*workers, "health"], settings={**settings, "EMAIL_POLL_SCHEDULE": "0 */5 * * * *"})
+
+    assert host.enabled == ["health"]
 
 
 @pytest.mark.parametrize("setting", ["AzureWebJobs.work.Disabled", "AzureWebJobs_work_Disabled"])

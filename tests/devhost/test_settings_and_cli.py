@@ -13,7 +13,7 @@ import pytest
 
 from devhost import LocalHost
 from devhost.appsettings import SettingError, apply_local_settings, load_local_settings
-from devhost.hostconfig import HostConfigError, load_host_config
+from devhost.hostconfig import WORKER_QUEUE_FUNCTIONS, HostConfig, HostConfigError, load_host_config
 from devhost.index import index_app, load_app_module
 from tests.devhost.conftest import APP_ROOT
 from tests.devhost.probe import Probe
@@ -88,6 +88,55 @@ def test_host_json_values_and_app_setting_overrides(tmp_path: Path) -> None:
     assert config.route_prefix == "api"
     with pytest.raises(HostConfigError, match="batchSize"):
         load_host_config(tmp_path / "host.json", {"AzureFunctionsJobHost__extensions__queues__batchSize": "33"})
+
+
+def _concurrency(config: HostConfig, *functions: str) -> list[tuple[int, int]]:
+    return [(config.queues_for(f).batch_size, config.queues_for(f).new_batch_threshold) for f in functions]
+
+
+def test_worker_concurrency_settings_set_their_workers_queue_functions_over_host_json(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(
+        json.dumps({"extensions": {"queues": {"batchSize": 4, "newBatchThreshold": 1}}}), encoding="utf-8"
+    )
+    environ = {"WORKER_CONCURRENCY": "2", "WHATSAPP_WORKER_CONCURRENCY": "7", "EMAIL_WORKER_CONCURRENCY": ""}
+
+    config = load_host_config(tmp_path / "host.json", environ)
+
+    # The per-worker setting wins over WORKER_CONCURRENCY; empty counts as unset; N = ceil(N/2) + floor(N/2).
+    assert _concurrency(config, "whatsapp_send", "whatsapp_send_priority") == [(4, 3), (4, 3)]
+    assert _concurrency(config, "email_poll_inbox", "transcribe_recording") == [(1, 1), (1, 1)]
+    assert _concurrency(config, "work") == [(4, 1)]  # not a worker's function: host.json
+    assert config.queues_for("whatsapp_send").visibility_timeout_s == config.queues.visibility_timeout_s
+    assert set(WORKER_QUEUE_FUNCTIONS) == {"email", "whatsapp", "transcription"}
+
+
+def test_without_worker_concurrency_settings_host_json_applies_to_every_queue_function(tmp_path: Path) -> None:
+    config = load_host_config(tmp_path / "host.json", {"WORKER_CONCURRENCY": " "})
+
+    assert config.function_queues == {}
+    assert config.queues_for("email_poll_inbox") == config.queues
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "AzureFunctionsJobHost__extensions__queues__batchSize",
+        "azurefunctionsjobhost__extensions__queues__newbatchthreshold",
+    ],
+)
+def test_explicit_host_queue_override_wins_over_worker_concurrency(tmp_path: Path, override: str) -> None:
+    environ = {override: "2", "TRANSCRIPTION_WORKER_CONCURRENCY": "9", "WORKER_CONCURRENCY": "9"}
+
+    config = load_host_config(tmp_path / "host.json", environ)
+
+    assert config.queues_for("transcribe_recording") == config.queues
+    assert config.queues.concurrency != 9
+
+
+@pytest.mark.parametrize("value", ["0", "65", "five"])
+def test_invalid_worker_concurrency_fails_naming_the_setting(tmp_path: Path, value: str) -> None:
+    with pytest.raises(HostConfigError, match="EMAIL_WORKER_CONCURRENCY"):
+        load_host_config(tmp_path / "host.json", {"EMAIL_WORKER_CONCURRENCY": value})
 
 
 def test_production_app_indexes_with_the_health_route() -> None:

@@ -48,6 +48,12 @@ async def other(msg: func.QueueMessage) -> None:
     PROBE.leave()
 
 
+# Named like a production worker function, so the *_WORKER_CONCURRENCY settings apply to it.
+@app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%-tr", connection="AzureWebJobsStorage")
+def transcribe_recording(msg: func.QueueMessage) -> None:
+    _run("transcribe_recording", msg.get_body().decode("utf-8"))
+
+
 @app.timer_trigger(arg_name="timer", schedule="%TICK_SCHEDULE%", run_on_startup=False, use_monitor=False)
 def tick(timer: func.TimerRequest) -> None:
     _run("tick", "hold:2.5", past_due=timer.past_due)
