@@ -203,17 +203,6 @@ class Settings(BaseModel):
         if missing:
             raise ConfigurationError(f"missing settings: {', '.join(missing)} must be set")
 
-    def concurrency_for(self, worker: str) -> int:
-        """Per-instance concurrency of a worker (``email``, ``whatsapp``, ``transcription``).
-
-        The per-worker variable wins, then ``WORKER_CONCURRENCY``, then the seed's default (5, 10, 3).
-        """
-        seed = {"email": 5, "whatsapp": 10, "transcription": 3}
-        if worker not in seed:
-            raise KeyError(f"unknown worker {worker!r}")
-        specific: int | None = getattr(self, f"{worker}_worker_concurrency")
-        return specific or self.worker_concurrency or seed[worker]
-
     @property
     def store_backend(self) -> str:
         """``postgres`` when DATABASE_URL is set, else ``supabase`` when the Supabase pair is set."""

@@ -17,13 +17,14 @@ def test_defaults_follow_the_seed():
     assert settings.email_queue_name == "email-processing"
     assert settings.whatsapp_queue_name == "whatsapp-processing"
     assert settings.transcription_queue_name == "transcription-processing"
-    assert [settings.concurrency_for(w) for w in ("email", "whatsapp", "transcription")] == [5, 10, 3]
 
 
-def test_worker_concurrency_is_the_fallback_and_per_worker_values_win():
-    settings = Settings.from_env({"WORKER_CONCURRENCY": "7", "WHATSAPP_WORKER_CONCURRENCY": "12"})
-    assert settings.concurrency_for("email") == 7
-    assert settings.concurrency_for("whatsapp") == 12
+def test_concurrency_settings_must_be_whole_numbers_in_range():
+    assert Settings.from_env({"WORKER_CONCURRENCY": "7"}).worker_concurrency == 7
+    with pytest.raises(ConfigurationError, match="WHATSAPP_WORKER_CONCURRENCY"):
+        Settings.from_env({"WHATSAPP_WORKER_CONCURRENCY": "0"})
+    with pytest.raises(ConfigurationError, match="EMAIL_WORKER_CONCURRENCY"):
+        Settings.from_env({"EMAIL_WORKER_CONCURRENCY": "many"})
 
 
 def test_malformed_values_are_named_without_their_values():
