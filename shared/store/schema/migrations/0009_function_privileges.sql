@@ -1,6 +1,8 @@
 -- Our bx_* functions are for the workers only: not callable by PUBLIC or Supabase's anon/authenticated roles
 -- (Supabase grants EXECUTE on new public functions to them by default); the service role keeps EXECUTE.
-DO $$
+-- Later migrations that add bx_* functions call bx__restrict_worker_functions() again.
+CREATE OR REPLACE FUNCTION bx__restrict_worker_functions() RETURNS void
+LANGUAGE plpgsql SET search_path = public AS $$
 DECLARE
     v_fn text;
 BEGIN
@@ -21,3 +23,5 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+SELECT bx__restrict_worker_functions();

@@ -85,19 +85,5 @@ BEGIN
     RETURN bx__dispatch_result('sent', v_row);
 END $$;
 
--- Workers only, as 0009 does for the functions that existed then.
-DO $$
-DECLARE
-    v_fn text := 'bx_apply_delivery_status_by_message(jsonb)';
-BEGIN
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM anon', v_fn);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM authenticated', v_fn);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', v_fn);
-    END IF;
-END $$;
+-- Workers only (0009).
+SELECT bx__restrict_worker_functions();

@@ -33,18 +33,4 @@ BEGIN
     RETURN jsonb_build_object('outcome', 'released');
 END $$;
 
-DO $$
-DECLARE
-    v_fn text := 'bx_release_transcription(jsonb)';
-BEGIN
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM anon', v_fn);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM authenticated', v_fn);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', v_fn);
-    END IF;
-END $$;
+SELECT bx__restrict_worker_functions();
