@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -127,12 +128,18 @@ def download_recording(
     raise UnsafeRecordingUrl(f"more than {limits.max_redirects} redirects from {redact_url(url)}")
 
 
+_QUERY = re.compile(r"\?[^\s\"']*")
+
+
 class _RedactQuery(logging.Filter):
     """Strip query strings from urllib3's request log lines (it logs the full path at DEBUG)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
+        if isinstance(record.args, tuple) and record.args:
             record.args = tuple(arg.split("?", 1)[0] if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.msg, str):
+            # Log redaction (shared/redaction.py) may already have merged the arguments into the message.
+            record.msg = _QUERY.sub("", record.msg)
         return True
 
 

@@ -200,3 +200,22 @@ def test_url_credentials_and_query_are_never_logged(
         assert "PWSECRET" not in text
         assert "SIGSECRET" not in text
     assert "/exotelrecordings/A/x.wav" in ours
+
+
+def test_the_query_is_not_logged_when_log_redaction_has_merged_the_arguments(
+    recording_server: RecordingServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.redaction import install_log_redaction, uninstall_log_redaction
+
+    caplog.set_level(logging.DEBUG)
+    port = recording_server.server_address[1]
+    url = (f"http://127.0.0.1:{port}/redirect"
+           "?to=/exotelrecordings/A/x.wav%3Fduration_s%3D1%26Signature%3DSIGSECRET")
+    install_log_redaction([])  # as the app does at start: records arrive with their arguments merged
+    try:
+        fetch(url, tmp_path)
+    finally:
+        uninstall_log_redaction()
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("devhost"))
+    assert "/exotelrecordings/A/x.wav" in logged
+    assert "SIGSECRET" not in logged
