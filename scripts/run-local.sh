@@ -11,7 +11,7 @@
 # Like scripts/test.sh, each run holds a lease ($SVC_DIR/leases/<pid>) while it uses the services. On exit
 # it stops the services only if it started them and no other live run (test.sh or run-local.sh) holds a
 # lease; if one does, it leaves them running and marks them ($SVC_DIR/started-by-test-sh) so that the last
-# scripts/test.sh run out stops them. Services that were already running are never stopped.
+# run out (test.sh or run-local.sh) stops them. Services already running before any script are never stopped.
 #   USE_DEVHOST=1 scripts/run-local.sh   use the local host even when `func` is installed
 #   EXOTEL_STANDIN_PORT=18088 RECORDINGS_STANDIN_PORT=18090 OPENAI_STANDIN_PORT=18080   the stand-ins' ports
 #   SVC_DIR, AZ_*_PORT, REDIS_PORT, PG_PORT, IMAP_PORT, IMAPS_PORT   the services' (see scripts/services.sh)
@@ -60,10 +60,10 @@ cleanup() {
     ((${#STANDIN_PIDS[@]})) && say "stopped the stand-ins"
     if [[ -n "$TAIL_PID" ]]; then kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; fi
     rm -f "$LEASES/$$"
-    if [[ "$SERVICES_STARTED" == 1 && "${KEEP_SERVICES:-0}" != 1 ]]; then
+    if [[ ( "$SERVICES_STARTED" == 1 || -e "$AUTO_MARK" ) && "${KEEP_SERVICES:-0}" != 1 ]]; then
         if other_leases; then
             say "another run (scripts/test.sh or scripts/run-local.sh) still uses the services; leaving them running"
-            : >"$AUTO_MARK" 2>/dev/null || true   # the last scripts/test.sh run out stops them
+            : >"$AUTO_MARK" 2>/dev/null || true   # the last run out (test.sh or run-local.sh) stops them
         else
             say "stopping local services (KEEP_SERVICES=1 keeps them)"
             scripts/services.sh down || true

@@ -38,6 +38,9 @@ if [[ "$(cat .venv/.requirements-installed 2>/dev/null || true)" != "$req_hash" 
 fi
 
 # --- services ------------------------------------------------------------------------------------
+# The lease comes first: a run-local.sh or test.sh run ending meanwhile then never stops the services.
+mkdir -p "$LEASES"
+: >"$LEASES/$$"
 started_here=0
 if ! bash "$SERVICES" status >/dev/null 2>&1; then
     started_here=1
@@ -69,9 +72,6 @@ trap stop_services EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The lease comes before `up`, so a run-local.sh or test.sh run ending meanwhile does not stop the services.
-mkdir -p "$LEASES"
-: >"$LEASES/$$"
 bash "$SERVICES" up
 mkdir -p "$LEASES"
 : >"$LEASES/$$"   # again: a `services.sh down` racing with the status check removes $SVC_DIR with the lease

@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 
 _PEEK_MAX = 32
 #: How long received dead letters stay hidden while we work on them.
-_MAX_STALE_PAGES = 3
 _HOLD_S = 60
+#: Pages of only already-handled messages in a row that end a walk of a poison queue.
+_MAX_STALE_PAGES = 3
 
 Progress = Callable[[int], None]
 
