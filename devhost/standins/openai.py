@@ -136,6 +136,11 @@ class _Handler(BaseHTTPRequestHandler):
         except _ApiError as exc:
             self._json(exc.status, exc.body)
 
+    def do_GET(self) -> None:
+        # The stand-in serves transcriptions only; other routes answer as the real API does for an unknown URL.
+        path = urlsplit(self.path).path
+        self._json(404, _ApiError(404, f"Invalid URL (GET {path})").body)
+
     def _check_auth(self, *, azure: bool) -> None:
         key = self.headers.get("api-key") if azure else None
         bearer = self.headers.get("Authorization", "")

@@ -20,8 +20,9 @@ def server() -> Iterator[OpenAIServer]:
 
 
 @pytest.fixture
-def client(server: OpenAIServer) -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-x", base_url=server.base_url, max_retries=0, timeout=30)
+def client(server: OpenAIServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(api_key="sk-x", base_url=server.base_url, max_retries=0, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,10 @@ def test_azure_deployment_route_with_api_key_header(server: OpenAIServer, wav: P
     assert result.duration == pytest.approx(95.0, abs=0.1)
     assert server.requests[-1]["model"] == "my-whisper"
     assert server.requests[-1]["azure"] is True
+
+
+def test_an_unknown_url_is_a_404_with_the_apis_error_body(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.list()
+    assert caught.value.status_code == 404
+    assert "Invalid URL (GET /v1/models)" in str(caught.value)
